@@ -1,0 +1,638 @@
+// Package modbus is the Modbus RTU/TCP collector: its configuration model, value
+// decoding and request planning (this file, decode.go, plan.go: pure code, no I/O)
+// and the engine that polls devices and publishes readings.
+package modbus
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"fieldgate/collectors/configfile"
+)
+
+// Table is a Modbus data table.
+type Table string
+
+// The four Modbus tables.
+const (
+	TableCoil          Table = "coil"
+	TableDiscreteInput Table = "discrete_input"
+	TableHolding       Table = "holding_register"
+	TableInput         Table = "input_register"
+)
+
+var validTables = []Table{TableCoil, TableDiscreteInput, TableHolding, TableInput}
+
+// IsBit reports whether the table holds single bits (coil, discrete_input) rather
+// than 16-bit registers.
+func (t Table) IsBit() bool { return t == TableCoil || t == TableDiscreteInput }
+
+// Valid reports whether t is one of the four Modbus tables.
+func (t Table) Valid() bool {
+	for _, v := range validTables {
+		if t == v {
+			return true
+		}
+	}
+	return false
+}
+
+// FunctionCode is the Modbus read function for the table: 1 read coils, 2 read
+// discrete inputs, 3 read holding registers, 4 read input registers; 0 for an
+// unknown table.
+func (t Table) FunctionCode() byte {
+	switch t {
+	case TableCoil:
+		return 1
+	case TableDiscreteInput:
+		return 2
+	case TableHolding:
+		return 3
+	case TableInput:
+		return 4
+	}
+	return 0
+}
+
+// DataType is the type of a tag's value.
+type DataType string
+
+// The tag data types.
+const (
+	TypeBool    DataType = "bool"
+	TypeInt16   DataType = "int16"
+	TypeUint16  DataType = "uint16"
+	TypeInt32   DataType = "int32"
+	TypeUint32  DataType = "uint32"
+	TypeInt64   DataType = "int64"
+	TypeUint64  DataType = "uint64"
+	TypeFloat32 DataType = "float32"
+	TypeFloat64 DataType = "float64"
+	TypeString  DataType = "string"
+)
+
+var validTypes = []DataType{TypeBool, TypeInt16, TypeUint16, TypeInt32, TypeUint32,
+	TypeInt64, TypeUint64, TypeFloat32, TypeFloat64, TypeString}
+
+// Byte orders of multi-register values, named after how the bytes of a 32-bit
+// value whose big-endian bytes are A B C D appear on the wire (register by
+// register, each register's high byte first). 64-bit values extend the same
+// two rules — bytes swapped within each register, register order reversed — to
+// four registers (value bytes A B C D E F G H, A most significant):
+//
+//	ABCD  ABCD / ABCDEFGH  big-endian registers, big-endian bytes (default)
+//	DCBA  DCBA / HGFEDCBA  fully little-endian: registers reversed and bytes swapped
+//	BADC  BADC / BADCFEHG  registers in order, bytes swapped within each register
+//	CDAB  CDAB / GHEFCDAB  register order reversed, bytes within each kept
+//
+// On one-register values (int16, uint16, bool with bit) and strings only the
+// byte swap is meaningful: ABCD (high byte first) and BADC or DCBA (low byte
+// first) are accepted, CDAB is rejected.
+const (
+	ByteOrderABCD = "ABCD"
+	ByteOrderDCBA = "DCBA"
+	ByteOrderBADC = "BADC"
+	ByteOrderCDAB = "CDAB"
+)
+
+var validByteOrders = []string{ByteOrderABCD, ByteOrderDCBA, ByteOrderBADC, ByteOrderCDAB}
+
+// Protocol limits and configuration defaults.
+const (
+	// MaxRegisters is the most registers one read may return (function 3/4).
+	MaxRegisters = 125
+	// MaxBits is the most coils or discrete inputs one read may return (function 1/2).
+	MaxBits = 2000
+
+	DefaultTimeout        = 500 * time.Millisecond
+	DefaultRetries        = 1
+	DefaultBaud           = 19200
+	DefaultDataBits       = 8
+	DefaultParity         = "N"
+	DefaultStopBits       = 1
+	DefaultBackoffInitial = time.Second
+	DefaultBackoffMax     = 60 * time.Second
+	// DefaultMaxGap is how many unused registers (or bits) a coalesced request
+	// may span between two tags: reading 10 spare registers costs 20 bytes on
+	// the wire (~10 ms at 19200 baud), less than a second request's turnaround.
+	DefaultMaxGap = 10
+	// DefaultUnitID is the unit id of a device that does not set one.
+	DefaultUnitID = 1
+)
+
+// Config is the collector file (COLLECTOR_CONFIG): the content of the
+// gateway.yaml `modbus:` section at top level. ParseConfig fills defaults.
+type Config struct {
+	// Transport is "rtu" or "tcp" (required).
+	Transport string       `yaml:"transport"`
+	Serial    SerialConfig `yaml:"serial"`
+	TCP       TCPConfig    `yaml:"tcp"`
+	// Timeout is the response timeout of one request; default DefaultTimeout (500ms).
+	Timeout configfile.Duration `yaml:"timeout"`
+	// Retries is the number of extra attempts after a timeout; default 1.
+	Retries int `yaml:"retries"`
+	// Backoff is the back-off of an unresponsive device (extension to DESIGN.md).
+	Backoff BackoffConfig `yaml:"backoff"`
+	Devices []Device      `yaml:"devices"`
+	Pos     configfile.Pos `yaml:"-"`
+}
+
+// SerialConfig is the RTU line. Defaults: 19200 baud, 8 data bits, parity N, 1 stop bit.
+type SerialConfig struct {
+	Port     string         `yaml:"port"`
+	Baud     int            `yaml:"baud"`
+	DataBits int            `yaml:"data_bits"` // 5..8
+	Parity   string         `yaml:"parity"`    // N, E or O
+	StopBits int            `yaml:"stop_bits"` // 1 or 2
+	Pos      configfile.Pos `yaml:"-"`
+}
+
+// TCPConfig is the default Modbus TCP peer, "host:port".
+type TCPConfig struct {
+	Address string         `yaml:"address"`
+	Pos     configfile.Pos `yaml:"-"`
+}
+
+// BackoffConfig is the exponential back-off of a device that stopped answering:
+// it is polled again after Initial, doubling up to Max, so it costs the bus at
+// most one timeout per period. Defaults 1s and 60s.
+type BackoffConfig struct {
+	Initial configfile.Duration `yaml:"initial"`
+	Max     configfile.Duration `yaml:"max"`
+	Pos     configfile.Pos      `yaml:"-"`
+}
+
+// Device is one Modbus slave.
+type Device struct {
+	Name string `yaml:"name"`
+	// UnitID is the slave address: 1..247 on RTU, 0..247 on TCP; default 1.
+	UnitID int `yaml:"unit_id"`
+	// Address is the device's "host:port" with transport tcp; default the
+	// collector's tcp.address. Empty with rtu.
+	Address string `yaml:"address"`
+	// Profile names a register map from devices/profiles whose tags the device
+	// gets; its own Tags override profile tags of the same name and add others.
+	Profile string `yaml:"profile"`
+	Tags    []Tag  `yaml:"tags"`
+	// MaxRegistersPerRequest caps a register read, 1..125, default 125.
+	MaxRegistersPerRequest int `yaml:"max_registers_per_request"`
+	// MaxBitsPerRequest caps a coil/discrete input read, 1..2000, default 2000.
+	MaxBitsPerRequest int `yaml:"max_bits_per_request"`
+	// MaxGap is the most unused registers (or bits) a coalesced request may span
+	// between two tags; default DefaultMaxGap, 0 reads only adjacent tags together.
+	MaxGap int            `yaml:"max_gap"`
+	Pos    configfile.Pos `yaml:"-"`
+}
+
+// Tag is one value read from a device.
+type Tag struct {
+	Name string `yaml:"name"`
+	// Table is the Modbus table the value lives in.
+	Table Table `yaml:"table"`
+	// Address is the 0-based protocol address of the first register (or bit).
+	Address int      `yaml:"address"`
+	Type    DataType `yaml:"type"`
+	// ByteOrder is one of ABCD (default), DCBA, BADC, CDAB; see ByteOrderABCD.
+	ByteOrder string `yaml:"byte_order"`
+	// Scale and Offset give value = raw*scale + offset; with either set an
+	// integer value is published as a float64.
+	Scale  *float64 `yaml:"scale"`
+	Offset float64  `yaml:"offset"`
+	// Bit selects one bit (0 = least significant) of a register, with type bool
+	// or uint16 on holding/input registers.
+	Bit *int `yaml:"bit"`
+	// Length is a string's size in registers (two characters each).
+	Length int            `yaml:"length"`
+	Unit   string         `yaml:"unit"`
+	Pos    configfile.Pos `yaml:"-"`
+}
+
+// Registers is the tag's size in its table: registers for register tables, 1
+// (bit) for coils and discrete inputs. 0 for an unknown type.
+func (t *Tag) Registers() int {
+	if t.Table.IsBit() {
+		return 1
+	}
+	switch t.Type {
+	case TypeBool, TypeInt16, TypeUint16:
+		return 1
+	case TypeInt32, TypeUint32, TypeFloat32:
+		return 2
+	case TypeInt64, TypeUint64, TypeFloat64:
+		return 4
+	case TypeString:
+		return t.Length
+	}
+	return 0
+}
+
+// Scaled reports whether the tag's value is transformed by scale/offset (and
+// so published as a float64).
+func (t *Tag) Scaled() bool { return t.Scale != nil || t.Offset != 0 }
+
+// LoadConfig reads the file at path and parses it with ParseConfig.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read modbus config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+func joinValid[T ~string](vs []T) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ", ")
+}
+
+// Transports.
+const (
+	TransportRTU = "rtu"
+	TransportTCP = "tcp"
+)
+
+// DefaultTCPPort is the port added to a tcp address written without one.
+const DefaultTCPPort = "502"
+
+// rawConfig mirrors Config with pointers where an explicit zero differs from
+// "not set" (retries: 0, max_gap: 0, unit_id: 0).
+type rawConfig struct {
+	Transport string               `yaml:"transport"`
+	Serial    SerialConfig         `yaml:"serial"`
+	TCP       TCPConfig            `yaml:"tcp"`
+	Timeout   *configfile.Duration `yaml:"timeout"`
+	Retries   *int                 `yaml:"retries"`
+	Backoff   BackoffConfig        `yaml:"backoff"`
+	Devices   []rawDevice          `yaml:"devices"`
+	Pos       configfile.Pos       `yaml:"-"`
+}
+
+type rawDevice struct {
+	Name                   string         `yaml:"name"`
+	UnitID                 *int           `yaml:"unit_id"`
+	Address                string         `yaml:"address"`
+	Profile                string         `yaml:"profile"`
+	Tags                   []Tag          `yaml:"tags"`
+	MaxRegistersPerRequest *int           `yaml:"max_registers_per_request"`
+	MaxBitsPerRequest      *int           `yaml:"max_bits_per_request"`
+	MaxGap                 *int           `yaml:"max_gap"`
+	Pos                    configfile.Pos `yaml:"-"`
+}
+
+// nameRE is what a device name may be: it becomes an MQTT topic level.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// ParseConfig decodes data, the content of the file at path, strictly (unknown
+// keys are errors), applies the defaults, expands device profiles and validates
+// the result. A file whose only top-level key is `modbus:` is accepted as well.
+// Every problem is reported in one *configfile.Errors, one "FILE:LINE: message"
+// each, naming the device and tag.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var raw rawConfig
+	errs := configfile.NewErrors(path)
+	errs.Merge(configfile.Pos{}, configfile.Decode(path, data, &raw, configfile.Unwrap("modbus")))
+	cfg := build(&raw, errs)
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// build applies defaults and validates, recording problems in errs.
+func build(raw *rawConfig, errs *configfile.Errors) *Config {
+	cfg := &Config{
+		Transport: raw.Transport,
+		Serial:    raw.Serial,
+		TCP:       raw.TCP,
+		Timeout:   configfile.Duration(DefaultTimeout),
+		Retries:   DefaultRetries,
+		Backoff:   raw.Backoff,
+		Pos:       raw.Pos,
+	}
+	at := func(p configfile.Pos) configfile.Pos {
+		if p.Line == 0 {
+			return raw.Pos
+		}
+		return p
+	}
+	switch cfg.Transport {
+	case TransportRTU, TransportTCP:
+	case "":
+		errs.Add(raw.Pos, "transport is required (valid: rtu, tcp)")
+	default:
+		errs.Add(raw.Pos, "unknown transport %q (valid: rtu, tcp)", cfg.Transport)
+	}
+	if raw.Timeout != nil {
+		if *raw.Timeout <= 0 {
+			errs.Add(raw.Pos, "timeout must be positive, got %s", raw.Timeout)
+		} else {
+			cfg.Timeout = *raw.Timeout
+		}
+	}
+	if raw.Retries != nil {
+		if *raw.Retries < 0 {
+			errs.Add(raw.Pos, "retries must be 0 or more, got %d", *raw.Retries)
+		} else {
+			cfg.Retries = *raw.Retries
+		}
+	}
+	b := &cfg.Backoff
+	if b.Initial < 0 {
+		errs.Add(at(b.Pos), "backoff.initial must be positive, got %s", b.Initial)
+	}
+	if b.Max < 0 {
+		errs.Add(at(b.Pos), "backoff.max must be positive, got %s", b.Max)
+	}
+	if b.Initial <= 0 {
+		b.Initial = configfile.Duration(DefaultBackoffInitial)
+	}
+	if b.Max <= 0 {
+		b.Max = configfile.Duration(max(DefaultBackoffMax, b.Initial.D()))
+	}
+	if b.Max < b.Initial {
+		errs.Add(at(b.Pos), "backoff.max %s is less than backoff.initial %s", b.Max, b.Initial)
+	}
+
+	if cfg.Transport == TransportRTU {
+		validateSerial(&cfg.Serial, at(cfg.Serial.Pos), errs)
+	}
+	if cfg.Transport == TransportTCP && cfg.TCP.Address != "" {
+		addr, err := normalizeTCPAddress(cfg.TCP.Address)
+		if err != nil {
+			errs.Add(at(cfg.TCP.Pos), "tcp.address: %v", err)
+		}
+		cfg.TCP.Address = addr
+	}
+
+	if len(raw.Devices) == 0 {
+		errs.Add(raw.Pos, "devices: at least one device is required")
+	}
+	names := map[string]int{}           // device name -> line
+	units := map[string]map[int]string{} // bus -> unit id -> device
+	for i := range raw.Devices {
+		d := buildDevice(cfg, &raw.Devices[i], i, errs)
+		if d.Name != "" {
+			if line, dup := names[d.Name]; dup {
+				errs.Add(d.Pos, "duplicate device name %q (first at line %d)", d.Name, line)
+			} else {
+				names[d.Name] = d.Pos.Line
+			}
+		}
+		bus := d.Address
+		if units[bus] == nil {
+			units[bus] = map[int]string{}
+		}
+		if other, dup := units[bus][d.UnitID]; dup {
+			if cfg.Transport == TransportRTU {
+				errs.Add(d.Pos, "device %q: unit_id %d already used by device %q on the serial line", d.Name, d.UnitID, other)
+			} else if cfg.Transport == TransportTCP {
+				errs.Add(d.Pos, "device %q: unit_id %d already used by device %q at %s", d.Name, d.UnitID, other, bus)
+			}
+		} else {
+			units[bus][d.UnitID] = d.Name
+		}
+		cfg.Devices = append(cfg.Devices, d)
+	}
+	return cfg
+}
+
+func validateSerial(s *SerialConfig, pos configfile.Pos, errs *configfile.Errors) {
+	if s.Port == "" {
+		errs.Add(pos, "serial.port is required with transport rtu")
+	}
+	if s.Baud == 0 {
+		s.Baud = DefaultBaud
+	} else if s.Baud < 50 || s.Baud > 4000000 {
+		errs.Add(pos, "serial.baud %d out of range (50..4000000)", s.Baud)
+	}
+	if s.DataBits == 0 {
+		s.DataBits = DefaultDataBits
+	} else if s.DataBits < 5 || s.DataBits > 8 {
+		errs.Add(pos, "serial.data_bits %d out of range (5..8)", s.DataBits)
+	}
+	switch s.Parity {
+	case "":
+		s.Parity = DefaultParity
+	case "N", "E", "O":
+	default:
+		errs.Add(pos, "unknown serial.parity %q (valid: N, E, O)", s.Parity)
+	}
+	if s.StopBits == 0 {
+		s.StopBits = DefaultStopBits
+	} else if s.StopBits != 1 && s.StopBits != 2 {
+		errs.Add(pos, "serial.stop_bits %d out of range (valid: 1, 2)", s.StopBits)
+	}
+}
+
+// normalizeTCPAddress checks "host:port" and adds port 502 to a bare host.
+func normalizeTCPAddress(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			host, port = strings.Trim(addr, "[]"), DefaultTCPPort
+		} else {
+			return addr, fmt.Errorf("invalid address %q (want host:port)", addr)
+		}
+	}
+	if host == "" {
+		return addr, fmt.Errorf("invalid address %q: no host", addr)
+	}
+	if n, err := net.LookupPort("tcp", port); err != nil || n <= 0 {
+		return addr, fmt.Errorf("invalid address %q: bad port %q", addr, port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func buildDevice(cfg *Config, rd *rawDevice, i int, errs *configfile.Errors) Device {
+	d := Device{
+		Name:                   rd.Name,
+		UnitID:                 DefaultUnitID,
+		Address:                rd.Address,
+		Profile:                rd.Profile,
+		MaxRegistersPerRequest: MaxRegisters,
+		MaxBitsPerRequest:      MaxBits,
+		MaxGap:                 DefaultMaxGap,
+		Pos:                    rd.Pos,
+	}
+	if d.Pos.Line == 0 {
+		d.Pos = cfg.Pos
+	}
+	who := fmt.Sprintf("device %q", d.Name)
+	switch {
+	case d.Name == "":
+		who = fmt.Sprintf("devices[%d]", i)
+		errs.Add(d.Pos, "%s: name is required", who)
+	case !nameRE.MatchString(d.Name):
+		errs.Add(d.Pos, "%s: invalid name (use letters, digits, '_', '-', '.')", who)
+	}
+	if rd.UnitID != nil {
+		d.UnitID = *rd.UnitID
+		switch {
+		case cfg.Transport == TransportRTU && (d.UnitID < 1 || d.UnitID > 247):
+			errs.Add(d.Pos, "%s: unit_id %d out of range (1..247 on rtu)", who, d.UnitID)
+		case cfg.Transport != TransportRTU && (d.UnitID < 0 || d.UnitID > 247) && d.UnitID != 255:
+			errs.Add(d.Pos, "%s: unit_id %d out of range (0..247, or 255, on tcp)", who, d.UnitID)
+		}
+	}
+	switch cfg.Transport {
+	case TransportRTU:
+		if d.Address != "" {
+			errs.Add(d.Pos, "%s: address applies only to transport tcp", who)
+		}
+	case TransportTCP:
+		if d.Address == "" {
+			d.Address = cfg.TCP.Address
+			if d.Address == "" {
+				errs.Add(d.Pos, "%s: address is required when tcp.address is not set", who)
+			}
+		} else {
+			addr, err := normalizeTCPAddress(d.Address)
+			if err != nil {
+				errs.Add(d.Pos, "%s: address: %v", who, err)
+			}
+			d.Address = addr
+		}
+	}
+	if rd.MaxRegistersPerRequest != nil {
+		d.MaxRegistersPerRequest = *rd.MaxRegistersPerRequest
+		if d.MaxRegistersPerRequest < 1 || d.MaxRegistersPerRequest > MaxRegisters {
+			errs.Add(d.Pos, "%s: max_registers_per_request %d out of range (1..%d)", who, d.MaxRegistersPerRequest, MaxRegisters)
+		}
+	}
+	if rd.MaxBitsPerRequest != nil {
+		d.MaxBitsPerRequest = *rd.MaxBitsPerRequest
+		if d.MaxBitsPerRequest < 1 || d.MaxBitsPerRequest > MaxBits {
+			errs.Add(d.Pos, "%s: max_bits_per_request %d out of range (1..%d)", who, d.MaxBitsPerRequest, MaxBits)
+		}
+	}
+	if rd.MaxGap != nil {
+		d.MaxGap = *rd.MaxGap
+		if d.MaxGap < 0 {
+			errs.Add(d.Pos, "%s: max_gap must be 0 or more, got %d", who, d.MaxGap)
+		}
+	}
+
+	seen := map[string]int{}
+	for j := range rd.Tags {
+		t := rd.Tags[j]
+		if t.Pos.Line == 0 {
+			t.Pos = d.Pos
+		}
+		if t.Name != "" {
+			if line, dup := seen[t.Name]; dup {
+				errs.Add(t.Pos, "%s: duplicate tag name %q (first at line %d)", who, t.Name, line)
+				continue
+			}
+			seen[t.Name] = t.Pos.Line
+		}
+		d.Tags = append(d.Tags, t)
+	}
+	if d.Profile != "" {
+		d.Tags = expandProfile(&d, who, errs)
+	}
+	for j := range d.Tags {
+		validateTag(&d, &d.Tags[j], j, who, errs)
+	}
+	if len(d.Tags) == 0 && d.Name != "" {
+		errs.Add(d.Pos, "%s: no tags (give tags or a profile)", who)
+	}
+	return d
+}
+
+// validateTag applies defaults to t and checks it; who names the device.
+func validateTag(d *Device, t *Tag, j int, who string, errs *configfile.Errors) {
+	if t.Name == "" {
+		errs.Add(t.Pos, "%s: tags[%d]: name is required", who, j)
+		who = fmt.Sprintf("%s: tags[%d]", who, j)
+	} else {
+		who = fmt.Sprintf("%s: tag %q", who, t.Name)
+	}
+	bad := func(format string, args ...any) {
+		errs.Add(t.Pos, "%s: "+format, append([]any{who}, args...)...)
+	}
+	tableOK := t.Table.Valid()
+	switch {
+	case t.Table == "":
+		bad("table is required (valid: %s)", joinValid(validTables))
+	case !tableOK:
+		bad("unknown table %q (valid: %s)", t.Table, joinValid(validTables))
+	}
+	if t.Type == "" && t.Table.IsBit() {
+		t.Type = TypeBool
+	}
+	typeOK := slices.Contains(validTypes, t.Type)
+	switch {
+	case t.Type == "":
+		bad("type is required (valid: %s)", joinValid(validTypes))
+	case !typeOK:
+		bad("unknown type %q (valid: %s)", t.Type, joinValid(validTypes))
+	}
+	if t.Table.IsBit() && typeOK && t.Type != TypeBool {
+		bad("type %s on table %s: coils and discrete inputs hold single bits (use bool)", t.Type, t.Table)
+	}
+	oneRegister := t.Type == TypeBool || t.Type == TypeInt16 || t.Type == TypeUint16 || t.Type == TypeString
+	if t.ByteOrder != "" {
+		switch {
+		case !slices.Contains(validByteOrders, t.ByteOrder):
+			bad("unknown byte_order %q (valid: %s)", t.ByteOrder, joinValid(validByteOrders))
+		case t.Table.IsBit():
+			bad("byte_order does not apply to table %s", t.Table)
+		case oneRegister && t.ByteOrder == ByteOrderCDAB:
+			bad("byte_order CDAB swaps registers of 32- and 64-bit values; type %s takes ABCD, BADC or DCBA", t.Type)
+		}
+	} else if !t.Table.IsBit() {
+		t.ByteOrder = ByteOrderABCD
+	}
+	if t.Type == TypeString {
+		if t.Length <= 0 {
+			bad("type string needs length (registers, 1..%d)", MaxRegisters)
+		}
+	} else if t.Length != 0 {
+		bad("length applies only to type string")
+	}
+	if t.Bit != nil {
+		switch {
+		case t.Table.IsBit() || !(t.Type == TypeBool || t.Type == TypeUint16):
+			bad("bit applies only to type bool or uint16 on holding_register or input_register")
+		case *t.Bit < 0 || *t.Bit > 15:
+			bad("bit %d out of range (0..15)", *t.Bit)
+		}
+	} else if t.Type == TypeBool && tableOK && !t.Table.IsBit() {
+		bad("type bool on %s needs bit (0..15)", t.Table)
+	}
+	if t.Scale != nil || t.Offset != 0 {
+		if t.Type == TypeBool || t.Type == TypeString {
+			bad("scale and offset apply only to numeric types")
+		}
+		if t.Scale != nil && (*t.Scale == 0 || math.IsNaN(*t.Scale) || math.IsInf(*t.Scale, 0)) {
+			bad("scale %v must be a finite number other than 0", *t.Scale)
+		}
+		if math.IsNaN(t.Offset) || math.IsInf(t.Offset, 0) {
+			bad("offset %v must be a finite number", t.Offset)
+		}
+	}
+	n := t.Registers()
+	if t.Address < 0 || t.Address > 0xFFFF {
+		bad("address %d out of range (0..65535)", t.Address)
+	} else if n > 0 && t.Address+n-1 > 0xFFFF {
+		bad("address %d + %d registers runs past 65535", t.Address, n)
+	}
+	if tableOK && !t.Table.IsBit() && n > d.MaxRegistersPerRequest && d.MaxRegistersPerRequest > 0 {
+		bad("%d registers exceed max_registers_per_request %d", n, d.MaxRegistersPerRequest)
+	}
+}
+
+// expandProfile returns the profile's tags with the device's own tags
+// replacing those of the same name and the rest appended.
+func expandProfile(d *Device, who string, errs *configfile.Errors) []Tag {
+	errs.Add(d.Pos, "%s: unknown profile %q (no profiles available)", who, d.Profile)
+	return d.Tags
+}
