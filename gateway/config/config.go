@@ -1,0 +1,270 @@
+// Package config loads and validates gateway.yaml, the fieldgate supervisor's
+// configuration (schema: DESIGN.md "Gateway config").
+//
+// Loading is strict: unknown keys, type errors, bad durations and every semantic
+// problem are reported together as "FILE:LINE: message" lines (a
+// *configfile.Errors). The protocol sections (`modbus:`, `opcua:`) are validated by
+// the collectors' own parsers, with their errors mapped back to gateway.yaml lines.
+//
+// Defaults are exported values (DefaultConfig, DefaultGateway, DefaultRuntime,
+// DefaultMQTT, DefaultCollector); a key that is absent or empty takes the default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"fieldgate/collectors/configfile"
+)
+
+// Version is the only gateway.yaml schema version this package reads.
+const Version = 1
+
+// Restart policies of a collector.
+const (
+	RestartAlways        = "always"
+	RestartOnFailure     = "on-failure"
+	RestartUnlessStopped = "unless-stopped"
+	RestartNever         = "never"
+)
+
+// RestartPolicies lists the valid values of a collector's `restart`.
+var RestartPolicies = []string{RestartAlways, RestartOnFailure, RestartUnlessStopped, RestartNever}
+
+// Protocol section keys of a collector.
+const (
+	ProtocolModbus = "modbus"
+	ProtocolOPCUA  = "opcua"
+)
+
+// Defaults. A key absent from gateway.yaml (or empty) takes these values;
+// gateway.id defaults to the host name and runtime.images_dir to
+// {gateway.data_dir}/images.
+var (
+	DefaultGateway = Gateway{
+		DataDir: "/var/lib/fieldgate",
+		Listen:  "127.0.0.1:9273",
+	}
+	DefaultRuntime = Runtime{
+		Address:   "/run/containerd/containerd.sock",
+		Namespace: "fieldgate",
+	}
+	DefaultMQTT = MQTT{
+		TopicPrefix: "fieldgate",
+	}
+	DefaultCollector = Collector{
+		PollInterval: configfile.Duration(5 * time.Second),
+		Restart:      RestartAlways,
+	}
+	DefaultConfig = Config{
+		Version: Version,
+		Gateway: DefaultGateway,
+		Runtime: DefaultRuntime,
+		MQTT:    DefaultMQTT,
+	}
+)
+
+// Config is a loaded, validated gateway.yaml.
+type Config struct {
+	Version    int         `yaml:"version"`
+	Gateway    Gateway     `yaml:"gateway"`
+	Runtime    Runtime     `yaml:"runtime"`
+	MQTT       MQTT        `yaml:"mqtt"`
+	Collectors []Collector `yaml:"collectors"`
+
+	// Path is the file the config was loaded from.
+	Path string `yaml:"-"`
+}
+
+// Gateway is the `gateway:` section.
+type Gateway struct {
+	// ID names the gateway in MQTT topics; [A-Za-z0-9_-]+; default the host name.
+	ID string `yaml:"id"`
+	// DataDir holds collector data, configs and logs; default /var/lib/fieldgate.
+	DataDir string `yaml:"data_dir"`
+	// Listen is the HTTP address of /healthz /status /metrics; default 127.0.0.1:9273.
+	Listen string `yaml:"listen"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// Runtime is the `runtime:` section (containerd).
+type Runtime struct {
+	// Address is containerd's socket; default /run/containerd/containerd.sock.
+	Address string `yaml:"address"`
+	// Namespace is the containerd namespace; default fieldgate.
+	Namespace string `yaml:"namespace"`
+	// ImagesDir holds OCI archives imported at start; default {data_dir}/images.
+	ImagesDir string `yaml:"images_dir"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// MQTT is the `mqtt:` section: the broker the collectors (and the gateway
+// status) publish to.
+type MQTT struct {
+	Broker       string `yaml:"broker"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	TLS          TLS    `yaml:"tls"`
+	// TopicPrefix is the topic root; default fieldgate.
+	TopicPrefix string `yaml:"topic_prefix"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// TLS holds the broker's CA and the client certificate (mTLS) files.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// Collector is one entry of `collectors:`, run as one container.
+type Collector struct {
+	// Name is the container id and the collector name in topics.
+	Name  string `yaml:"name"`
+	Image string `yaml:"image"`
+	// PollInterval is passed as POLL_INTERVAL; default 5s.
+	PollInterval configfile.Duration `yaml:"poll_interval"`
+	Privileged   bool                `yaml:"privileged"`
+	// Devices are HOST[:CONTAINER] paths made available inside the container.
+	Devices []string `yaml:"devices"`
+	// Restart is always (default), on-failure, unless-stopped or never.
+	Restart   string            `yaml:"restart"`
+	Resources Resources         `yaml:"resources"`
+	Env       map[string]string `yaml:"env"`
+
+	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.
+	Modbus *Section `yaml:"modbus"`
+	OPCUA  *Section `yaml:"opcua"`
+
+	// Protocol is "modbus" or "opcua", whichever section is set.
+	Protocol string `yaml:"-"`
+	// ProtocolConfig is the protocol section as a YAML document: the content
+	// of the collector's COLLECTOR_CONFIG file.
+	ProtocolConfig []byte `yaml:"-"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// Section is a protocol section kept as parsed YAML: the collector's own
+// parser validates it, and the supervisor writes it out as the collector's file.
+type Section struct {
+	Node yaml.Node
+}
+
+// UnmarshalYAML keeps the node as it is.
+func (s *Section) UnmarshalYAML(n *yaml.Node) error {
+	s.Node = *n
+	return nil
+}
+
+// Device is a parsed `devices` entry.
+type Device struct {
+	Host, Container string
+}
+
+// ParseDevice splits a HOST[:CONTAINER] entry; CONTAINER defaults to HOST.
+func ParseDevice(s string) Device {
+	host, ctr, ok := strings.Cut(s, ":")
+	if !ok || ctr == "" {
+		ctr = host
+	}
+	return Device{Host: host, Container: ctr}
+}
+
+// ParsedDevices returns the collector's devices entries parsed.
+func (c *Collector) ParsedDevices() []Device {
+	out := make([]Device, 0, len(c.Devices))
+	for _, d := range c.Devices {
+		out = append(out, ParseDevice(d))
+	}
+	return out
+}
+
+// CollectorDir is the host directory of the collector's files:
+// {data_dir}/collectors/{name}.
+func (c *Config) CollectorDir(name string) string {
+	return filepath.Join(c.Gateway.DataDir, "collectors", name)
+}
+
+// Resources are a collector's cpu and memory limits; zero means unlimited.
+type Resources struct {
+	// CPUs is a share of CPUs (0.5 = half a core).
+	CPUs float64 `yaml:"cpus"`
+	// Memory is a byte size: 64MiB, 128M, 1GiB, 1048576 (see ParseByteSize).
+	Memory string `yaml:"memory"`
+	// MemoryBytes is Memory parsed.
+	MemoryBytes int64 `yaml:"-"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// Option changes how a config is loaded.
+type Option func(*loader)
+
+// WithStat replaces os.Stat for the device existence checks (tests).
+func WithStat(stat func(string) (os.FileInfo, error)) Option {
+	return func(l *loader) { l.stat = stat }
+}
+
+// WithHostname replaces os.Hostname for the gateway.id default (tests).
+func WithHostname(hostname func() (string, error)) Option {
+	return func(l *loader) { l.hostname = hostname }
+}
+
+type loader struct {
+	stat     func(string) (os.FileInfo, error)
+	hostname func() (string, error)
+}
+
+// Load reads and validates the gateway.yaml at path. Problems are returned
+// together as a *configfile.Errors.
+func Load(path string, opts ...Option) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read gateway config: %w", err)
+	}
+	return Parse(path, data, opts...)
+}
+
+// Parse validates data as the gateway.yaml named path (path is used in error
+// messages and to resolve nothing else).
+func Parse(path string, data []byte, opts ...Option) (*Config, error) {
+	l := loader{stat: os.Stat, hostname: os.Hostname}
+	for _, o := range opts {
+		o(&l)
+	}
+	cfg := DefaultConfig
+	cfg.Version = 0 // required: an absent version is an error, not version 1
+	cfg.Path = path
+	errs := configfile.NewErrors(path)
+	if err := configfile.Decode(path, data, &cfg); err != nil {
+		var ce *configfile.Errors
+		if !errors.As(err, &ce) {
+			return nil, err
+		}
+		errs.List = append(errs.List, ce.List...)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		// configfile.Decode has reported the syntax error already.
+		return nil, errs
+	}
+	v := validator{loader: l, cfg: &cfg, errs: errs, doc: document{&root}, path: path, data: data}
+	v.defaults()
+	v.validate()
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}

@@ -1,0 +1,437 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"fieldgate/collectors/configfile"
+)
+
+var (
+	gatewayIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	// collectorNameRe is containerd's identifier rule (the container id is the
+	// name) without '.', which MQTT subscribers and file names handle badly.
+	collectorNameRe = regexp.MustCompile(`^[A-Za-z0-9]+([_-][A-Za-z0-9]+)*$`)
+	envNameRe       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	namespaceRe     = regexp.MustCompile(`^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$`)
+)
+
+// maxNameLen bounds collector names (container ids, directory names, topic levels).
+const maxNameLen = 63
+
+// ProtocolParser validates a protocol section. data is laid out so that line
+// numbers are those of gateway.yaml (path); errors should be a
+// *configfile.Errors for their lines to be kept.
+type ProtocolParser func(path string, data []byte) error
+
+type validator struct {
+	loader
+	cfg  *Config
+	errs *configfile.Errors
+	doc  document
+	path string
+	data []byte
+}
+
+func (v *validator) add(pos configfile.Pos, format string, args ...any) {
+	v.errs.Add(pos, format, args...)
+}
+
+func (v *validator) defaults() {
+	c := v.cfg
+	if c.Gateway.ID == "" {
+		if h, err := v.hostname(); err == nil {
+			c.Gateway.ID = HostnameID(h)
+		}
+	}
+	if c.Gateway.DataDir == "" {
+		c.Gateway.DataDir = DefaultGateway.DataDir
+	}
+	if c.Gateway.Listen == "" {
+		c.Gateway.Listen = DefaultGateway.Listen
+	}
+	if c.Runtime.Address == "" {
+		c.Runtime.Address = DefaultRuntime.Address
+	}
+	if c.Runtime.Namespace == "" {
+		c.Runtime.Namespace = DefaultRuntime.Namespace
+	}
+	if c.Runtime.ImagesDir == "" {
+		c.Runtime.ImagesDir = filepath.Join(c.Gateway.DataDir, "images")
+	}
+	if c.MQTT.TopicPrefix == "" {
+		c.MQTT.TopicPrefix = DefaultMQTT.TopicPrefix
+	}
+	for i := range c.Collectors {
+		col := &c.Collectors[i]
+		if col.PollInterval == 0 {
+			col.PollInterval = DefaultCollector.PollInterval
+		}
+		if col.Restart == "" {
+			col.Restart = DefaultCollector.Restart
+		}
+	}
+}
+
+// HostnameID turns a host name into a gateway id: its first label, with every
+// character outside [A-Za-z0-9_-] replaced by '-'.
+func HostnameID(h string) string {
+	h, _, _ = strings.Cut(h, ".")
+	b := []byte(h)
+	for i, ch := range b {
+		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+func (v *validator) validate() {
+	c := v.cfg
+	d := v.doc
+	switch {
+	case !d.has("version"):
+		v.add(d.pos(), "version is required (valid: %d)", Version)
+	case c.Version != Version && d.tag("version") == "!!int":
+		v.add(d.pos("version"), "unsupported version %d (valid: %d)", c.Version, Version)
+	}
+
+	if !gatewayIDRe.MatchString(c.Gateway.ID) {
+		v.add(d.pos("gateway", "id"), "invalid gateway.id %q (want [A-Za-z0-9_-]+)", c.Gateway.ID)
+	}
+	if !filepath.IsAbs(c.Gateway.DataDir) {
+		v.add(d.pos("gateway", "data_dir"), "gateway.data_dir %q must be an absolute path", c.Gateway.DataDir)
+	}
+	if _, _, err := net.SplitHostPort(c.Gateway.Listen); err != nil {
+		v.add(d.pos("gateway", "listen"), "invalid gateway.listen %q (want HOST:PORT, e.g. 127.0.0.1:9273)", c.Gateway.Listen)
+	}
+	if !namespaceRe.MatchString(c.Runtime.Namespace) {
+		v.add(d.pos("runtime", "namespace"), "invalid runtime.namespace %q (want letters, digits and ._-)", c.Runtime.Namespace)
+	}
+	if d.has("runtime", "images_dir") && !filepath.IsAbs(c.Runtime.ImagesDir) {
+		v.add(d.pos("runtime", "images_dir"), "runtime.images_dir %q must be an absolute path", c.Runtime.ImagesDir)
+	}
+	v.validateMQTT()
+
+	names := map[string]int{}          // name -> line
+	claims := map[string]claimSource{} // host device -> first claimant
+	for i := range c.Collectors {
+		v.validateCollector(i, names, claims)
+	}
+}
+
+func (v *validator) validateMQTT() {
+	m := v.cfg.MQTT
+	d := v.doc
+	if m.Broker == "" {
+		v.add(d.pos("mqtt"), "mqtt.broker is required (e.g. tcp://broker.local:1883)")
+	} else if err := checkBroker(m.Broker); err != nil {
+		v.add(d.pos("mqtt", "broker"), "invalid mqtt.broker: %v", err)
+	}
+	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
+		v.add(d.pos("mqtt", "tls"), "mqtt.tls: cert_file and key_file go together (got only one)")
+	}
+	p := m.TopicPrefix
+	if strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+		v.add(d.pos("mqtt", "topic_prefix"), "invalid mqtt.topic_prefix %q (no +, #, leading or trailing /)", p)
+	}
+}
+
+// checkBroker accepts the forms of DESIGN.md's MQTT_BROKER: host, host:port or
+// a tcp://, ssl://, ws:// (also mqtt://, mqtts://, tls://, wss://) URL.
+func checkBroker(s string) error {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("%q: %w", s, err)
+		}
+		switch u.Scheme {
+		case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
+		default:
+			return fmt.Errorf("%q: unknown scheme %q (valid: tcp, ssl, tls, mqtt, mqtts, ws, wss)", s, u.Scheme)
+		}
+		if u.Hostname() == "" {
+			return fmt.Errorf("%q: no host", s)
+		}
+		return nil
+	}
+	if strings.ContainsAny(s, "/ ") {
+		return fmt.Errorf("%q: want host, host:port or a URL", s)
+	}
+	return nil
+}
+
+type claimSource struct {
+	collector string
+	line      int
+}
+
+func (v *validator) validateCollector(i int, names map[string]int, claims map[string]claimSource) {
+	c := &v.cfg.Collectors[i]
+	d := v.doc
+	at := func(keys ...any) configfile.Pos { return d.pos(append([]any{"collectors", i}, keys...)...) }
+	label := c.Name
+	who := fmt.Sprintf("collector %q", c.Name)
+	if label == "" {
+		label = fmt.Sprintf("#%d", i+1)
+		who = "collector " + label
+	}
+
+	switch {
+	case c.Name == "":
+		v.add(at(), "%s: name is required", who)
+	case len(c.Name) > maxNameLen || !collectorNameRe.MatchString(c.Name):
+		v.add(at("name"), "invalid collector name %q (want letters and digits joined by single _ or -, at most %d characters)", c.Name, maxNameLen)
+	default:
+		if first, dup := names[c.Name]; dup {
+			v.add(at("name"), "duplicate collector name %q (first at line %d)", c.Name, first)
+		} else {
+			names[c.Name] = at("name").Line
+		}
+	}
+	if c.Image == "" {
+		v.add(at(), "%s: image is required", who)
+	}
+	if c.PollInterval < 0 {
+		v.add(at("poll_interval"), "%s: poll_interval must be positive", who)
+	}
+	if !validRestart(c.Restart) {
+		v.add(at("restart"), "%s: unknown restart policy %q (valid: %s)", who, c.Restart, strings.Join(RestartPolicies, ", "))
+	}
+	if c.Resources.CPUs < 0 || (c.Resources.CPUs == 0 && d.has("collectors", i, "resources", "cpus")) {
+		v.add(at("resources", "cpus"), "%s: resources.cpus must be > 0", who)
+	}
+	if c.Resources.Memory != "" {
+		n, err := ParseByteSize(c.Resources.Memory)
+		switch {
+		case err != nil:
+			v.add(at("resources", "memory"), "%s: resources.memory: %v", who, err)
+		case n <= 0:
+			v.add(at("resources", "memory"), "%s: resources.memory must be > 0", who)
+		default:
+			c.Resources.MemoryBytes = n
+		}
+	}
+	for k := range c.Env {
+		if !envNameRe.MatchString(k) {
+			v.add(at("env", k), "%s: invalid env name %q", who, k)
+		}
+	}
+
+	// Devices: host paths exist, and each has a single owner.
+	own := map[string]bool{}
+	claim := func(host string, pos configfile.Pos) {
+		if own[host] {
+			return
+		}
+		own[host] = true
+		if first, taken := claims[host]; taken {
+			v.add(pos, "%s: device %q is already claimed by collector %q (line %d): a serial device has one owner", who, host, first.collector, first.line)
+			return
+		}
+		claims[host] = claimSource{collector: label, line: pos.Line}
+	}
+	for j, raw := range c.Devices {
+		pos := at("devices", j)
+		dev := ParseDevice(raw)
+		if !filepath.IsAbs(dev.Host) || !filepath.IsAbs(dev.Container) {
+			v.add(pos, "%s: invalid device %q (want HOST[:CONTAINER], absolute paths)", who, raw)
+			continue
+		}
+		if _, err := v.stat(dev.Host); err != nil {
+			v.add(pos, "%s: device %q does not exist", who, dev.Host)
+		}
+		claim(dev.Host, pos)
+	}
+
+	v.validateProtocol(i, c, who, claim)
+}
+
+func validRestart(s string) bool {
+	for _, p := range RestartPolicies {
+		if s == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) validateProtocol(i int, c *Collector, who string, claim func(string, configfile.Pos)) {
+	d := v.doc
+	at := func(keys ...any) configfile.Pos { return d.pos(append([]any{"collectors", i}, keys...)...) }
+	var present []string
+	if c.Modbus != nil {
+		present = append(present, ProtocolModbus)
+	}
+	if c.OPCUA != nil {
+		present = append(present, ProtocolOPCUA)
+	}
+	switch len(present) {
+	case 0:
+		v.add(at(), "%s: a protocol section is required (valid: modbus, opcua)", who)
+		return
+	case 2:
+		v.add(at(ProtocolOPCUA), "%s: exactly one protocol section allowed, got modbus and opcua", who)
+		return
+	}
+	proto := present[0]
+	c.Protocol = proto
+	for _, want := range []string{ProtocolModbus, ProtocolOPCUA} {
+		if strings.Contains(c.Image, "collector-"+want) && proto != want {
+			v.add(at(proto), "%s: image %q needs the %s: section, not %s:", who, c.Image, want, proto)
+		}
+	}
+
+	key, val := d.find("collectors", i, proto)
+	if key == nil || val == nil {
+		return
+	}
+	if val.Kind != yaml.MappingNode {
+		v.add(at(proto), "%s: %s: must be a mapping of the collector's settings", who, proto)
+		return
+	}
+	out, err := yaml.Marshal(val)
+	if err != nil {
+		v.add(at(proto), "%s: %s: %v", who, proto, err)
+		return
+	}
+	c.ProtocolConfig = out
+
+	if parse := ProtocolParsers[proto]; parse != nil {
+		err := parse(v.path, sectionBytes(v.data, key, val))
+		var ce *configfile.Errors
+		switch {
+		case err == nil:
+		case errors.As(err, &ce):
+			for _, e := range ce.List {
+				e.File = v.path
+				v.errs.List = append(v.errs.List, e)
+			}
+		default:
+			v.add(at(proto), "%s: %s: %v", who, proto, err)
+		}
+	}
+
+	// The modbus serial line is a device claim too: its container path maps
+	// back to a host path through devices, or is the host path itself
+	// (privileged containers see the host's /dev).
+	if proto == ProtocolModbus {
+		if _, port := d.find("collectors", i, proto, "serial", "port"); port != nil && port.Kind == yaml.ScalarNode && port.Value != "" {
+			host := port.Value
+			for _, dev := range c.ParsedDevices() {
+				if dev.Container == port.Value {
+					host = dev.Host
+				}
+			}
+			claim(host, configfile.Pos{Line: port.Line, Column: port.Column})
+		}
+	}
+}
+
+// sectionBytes returns data with every line outside the value of key blanked
+// and the text before the value on its first line replaced by spaces, so that
+// the section parses on its own with the line numbers it has in data.
+func sectionBytes(data []byte, key, val *yaml.Node) []byte {
+	lines := bytes.Split(data, []byte("\n"))
+	keyIndent := key.Column - 1
+	start := val.Line - 1
+	var out bytes.Buffer
+	for n := 0; n < start && n < len(lines); n++ {
+		out.WriteByte('\n')
+	}
+	for n := start; n < len(lines); n++ {
+		line := lines[n]
+		if n == start {
+			col := val.Column - 1
+			if col > len(line) {
+				col = len(line)
+			}
+			line = append(bytes.Repeat([]byte(" "), col), line[col:]...)
+		} else {
+			trimmed := bytes.TrimLeft(line, " ")
+			blank := len(bytes.TrimSpace(trimmed)) == 0 || trimmed[0] == '#'
+			if !blank && len(line)-len(trimmed) <= keyIndent {
+				break
+			}
+		}
+		out.Write(line)
+		out.WriteByte('\n')
+	}
+	return out.Bytes()
+}
+
+// document finds nodes of the parsed file to report precise lines.
+type document struct{ root *yaml.Node }
+
+// find returns the key node (nil for sequence items) and the value node at
+// path: string keys of mappings, int indexes of sequences. Both are nil when
+// the path does not exist.
+func (d document) find(path ...any) (key, val *yaml.Node) {
+	n := d.root
+	if n == nil {
+		return nil, nil
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	for _, p := range path {
+		key = nil
+		switch p := p.(type) {
+		case string:
+			if n.Kind != yaml.MappingNode {
+				return nil, nil
+			}
+			var next *yaml.Node
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				if n.Content[j].Value == p {
+					key, next = n.Content[j], n.Content[j+1]
+				}
+			}
+			if next == nil {
+				return nil, nil
+			}
+			n = next
+		case int:
+			if n.Kind != yaml.SequenceNode || p >= len(n.Content) {
+				return nil, nil
+			}
+			n = n.Content[p]
+		}
+	}
+	return key, n
+}
+
+func (d document) tag(path ...any) string {
+	if _, v := d.find(path...); v != nil {
+		return v.Tag
+	}
+	return ""
+}
+
+func (d document) has(path ...any) bool {
+	_, v := d.find(path...)
+	return v != nil
+}
+
+// pos is the position of the key at path (of the item, for an index), or of
+// its nearest existing ancestor; line 1 for the document itself.
+func (d document) pos(path ...any) configfile.Pos {
+	for n := len(path); n > 0; n-- {
+		key, val := d.find(path[:n]...)
+		if key != nil {
+			return configfile.Pos{Line: key.Line, Column: key.Column}
+		}
+		if val != nil {
+			return configfile.Pos{Line: val.Line, Column: val.Column}
+		}
+	}
+	return configfile.Pos{Line: 1, Column: 1}
+}
