@@ -1,0 +1,183 @@
+package modbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+)
+
+// tcpConn is a Modbus TCP master on one connection to one address (MBAP
+// framing). It dials lazily, checks transaction, protocol and unit ids, skips
+// stale answers to requests that timed out earlier, and drops the connection
+// when it breaks or desynchronises; the next Read dials again.
+type tcpConn struct {
+	addr    string
+	timeout time.Duration
+	dialer  net.Dialer
+
+	conn  net.Conn
+	used  bool // conn has carried at least one good exchange
+	tid   uint16
+	req   [12]byte
+	buf   [7 + 253]byte
+	hdr   [7]byte
+}
+
+func newTCPConn(addr string, timeout time.Duration) (*tcpConn, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("tcp address %q: %w", addr, err)
+	}
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	return &tcpConn{addr: addr, timeout: timeout, dialer: net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}}, nil
+}
+
+func (c *tcpConn) linkErr(err error) error {
+	return &LinkError{Link: fmt.Sprintf("tcp %q", c.addr), Err: err}
+}
+
+func (c *tcpConn) drop() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// Close closes the connection.
+func (c *tcpConn) Close() error {
+	c.drop()
+	return nil
+}
+
+// Read implements Transport. A connection that was idle and turns out to be
+// closed by the peer (common with PLCs) is redialled once in the same call.
+func (c *tcpConn) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]byte, error) {
+	if err := checkQuantity(fn, qty); err != nil {
+		return nil, err
+	}
+	data, err, fresh := c.exchange(ctx, unit, fn, addr, qty)
+	var le *LinkError
+	if err != nil && !fresh && errors.As(err, &le) && ctx.Err() == nil {
+		data, err, _ = c.exchange(ctx, unit, fn, addr, qty)
+	}
+	return data, err
+}
+
+func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16) (data []byte, err error, fresh bool) {
+	if err := ctx.Err(); err != nil {
+		return nil, err, true
+	}
+	if c.conn == nil {
+		dctx, cancel := context.WithTimeout(ctx, c.timeout)
+		conn, err := c.dialer.DialContext(dctx, "tcp", c.addr)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err(), true
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, c.linkErr(errors.New("connect timeout")), true
+			}
+			var oe *net.OpError
+			if errors.As(err, &oe) {
+				err = oe.Err
+			}
+			return nil, c.linkErr(err), true
+		}
+		c.conn, c.used = conn, false
+	}
+	fresh = !c.used
+	// A cancelled context interrupts a blocked read through the deadline.
+	conn := c.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	c.tid++
+	tid := c.tid
+	binary.BigEndian.PutUint16(c.req[0:], tid)
+	binary.BigEndian.PutUint16(c.req[2:], 0)
+	binary.BigEndian.PutUint16(c.req[4:], 6)
+	c.req[6] = unit
+	c.req[7] = fn
+	binary.BigEndian.PutUint16(c.req[8:], addr)
+	binary.BigEndian.PutUint16(c.req[10:], qty)
+	if err := c.conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
+		c.drop()
+		return nil, c.linkErr(err), fresh
+	}
+	if _, err := c.conn.Write(c.req[:]); err != nil {
+		return nil, c.ioErr(ctx, err), fresh
+	}
+	want := expectedDataLen(fn, qty)
+	for {
+		if n, err := io.ReadFull(c.conn, c.hdr[:]); err != nil {
+			if n > 0 {
+				c.drop() // half a frame read: the stream is out of step
+			}
+			return nil, c.ioErr(ctx, err), fresh
+		}
+		rtid := binary.BigEndian.Uint16(c.hdr[0:])
+		length := int(binary.BigEndian.Uint16(c.hdr[4:]))
+		if binary.BigEndian.Uint16(c.hdr[2:]) != 0 || length < 2 || length > 254 {
+			// Framing is lost on a stream: only a new connection resynchronises.
+			c.drop()
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("bad MBAP header % x", c.hdr[:])}, fresh
+		}
+		body := c.buf[:length-1]
+		if _, err := io.ReadFull(c.conn, body); err != nil {
+			c.drop() // half a frame read: the stream is out of step
+			return nil, c.ioErr(ctx, err), fresh
+		}
+		if rtid != tid {
+			// A late answer to a request that timed out: skip it if it is
+			// older than ours, otherwise the stream is not ours to trust.
+			if tid-rtid < 0x8000 {
+				continue
+			}
+			c.drop()
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("transaction id %d, want %d", rtid, tid)}, fresh
+		}
+		c.used = true
+		if c.hdr[6] != unit {
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("answer from unit %d", c.hdr[6])}, fresh
+		}
+		switch {
+		case body[0] == fn|0x80 && len(body) == 2:
+			return nil, &ExceptionError{Function: fn, Code: body[1]}, fresh
+		case body[0] != fn:
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("function %d in answer to %d", body[0], fn)}, fresh
+		case len(body) < 2 || int(body[1]) != want || len(body) != 2+want:
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("byte count %d (frame %d bytes), want %d", body[1], len(body), want)}, fresh
+		}
+		return body[2:], nil, fresh
+	}
+}
+
+// ioErr classifies a read/write failure: a deadline is a timeout (the
+// connection stays, later stale answers are skipped by transaction id);
+// anything else breaks the connection.
+func (c *tcpConn) ioErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		c.drop()
+		return ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ErrTimeout
+	}
+	c.drop()
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return c.linkErr(errors.New("connection closed by peer"))
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return c.linkErr(err)
+}
