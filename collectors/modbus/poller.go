@@ -208,7 +208,7 @@ type DeviceStats struct {
 }
 
 type deviceCounters struct {
-	name                                                              string
+	name                                                                       string
 	polls, requests, errors, timeouts, exceptions, garbage, skipped, backedOff atomic.Uint64
 }
 

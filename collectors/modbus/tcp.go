@@ -20,12 +20,12 @@ type tcpConn struct {
 	timeout time.Duration
 	dialer  net.Dialer
 
-	conn  net.Conn
-	used  bool // conn has carried at least one good exchange
-	tid   uint16
-	req   [12]byte
-	buf   [7 + 253]byte
-	hdr   [7]byte
+	conn net.Conn
+	used bool // conn has carried at least one good exchange
+	tid  uint16
+	req  [12]byte
+	buf  [7 + 253]byte
+	hdr  [7]byte
 }
 
 func newTCPConn(addr string, timeout time.Duration) (*tcpConn, error) {

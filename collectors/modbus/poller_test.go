@@ -1,0 +1,529 @@
+package modbus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/reading"
+)
+
+// simClock is simulated time for one bus: waiting jumps to the wake-up time,
+// and the fake transport advances it by what each exchange would cost. A
+// whole schedule of minutes runs in microseconds, deterministically.
+type simClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newSimClock() *simClock { return &simClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *simClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *simClock) WaitUntil(ctx context.Context, t time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.advanceTo(t)
+	return nil
+}
+
+func (c *simClock) advanceTo(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.now) {
+		c.now = t
+	}
+}
+
+func (c *simClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakeUnit is one simulated slave: sparse tables (a read touching a missing
+// address gets exception 2, as pymodbus and most devices do).
+type fakeUnit struct {
+	regs   map[byte]map[uint16]uint16 // fn -> address -> value (bits: 0/1)
+	silent bool
+	// timeoutsLeft makes the unit drop that many requests, then answer.
+	timeoutsLeft int
+	exception    byte // answer every request with this exception
+}
+
+type fakeCall struct {
+	at   time.Time
+	unit byte
+	fn   byte
+	addr uint16
+	qty  uint16
+}
+
+// fakeTransport implements Transport over fakeUnits on simulated time.
+type fakeTransport struct {
+	clk     *simClock
+	cost    time.Duration // one answered exchange
+	timeout time.Duration
+	units   map[byte]*fakeUnit
+	linkErr func(now time.Time) error // non-nil result: the link is down
+	calls   []fakeCall
+	buf     []byte
+}
+
+func (f *fakeTransport) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	now := f.clk.Now()
+	f.calls = append(f.calls, fakeCall{now, unit, fn, addr, qty})
+	if f.linkErr != nil {
+		if err := f.linkErr(now); err != nil {
+			return nil, &LinkError{Link: "fake", Err: err}
+		}
+	}
+	u := f.units[unit]
+	if u == nil || u.silent || u.timeoutsLeft > 0 {
+		if u != nil && u.timeoutsLeft > 0 {
+			u.timeoutsLeft--
+		}
+		f.clk.advance(f.timeout)
+		return nil, ErrTimeout
+	}
+	f.clk.advance(f.cost)
+	if u.exception != 0 {
+		return nil, &ExceptionError{Function: fn, Code: u.exception}
+	}
+	f.buf = f.buf[:0]
+	table := u.regs[fn]
+	if fn == fnReadCoils || fn == fnReadDiscreteInputs {
+		f.buf = append(f.buf, make([]byte, (qty+7)/8)...)
+	}
+	for i := uint16(0); i < qty; i++ {
+		v, ok := table[addr+i]
+		if !ok {
+			return nil, &ExceptionError{Function: fn, Code: 2}
+		}
+		if fn == fnReadCoils || fn == fnReadDiscreteInputs {
+			if v != 0 {
+				f.buf[i/8] |= 1 << (i % 8)
+			}
+			continue
+		}
+		f.buf = binary.BigEndian.AppendUint16(f.buf, v)
+	}
+	return f.buf, nil
+}
+
+func (f *fakeTransport) Close() error { return nil }
+
+func (f *fakeTransport) callsTo(unit byte) []fakeCall {
+	var out []fakeCall
+	for _, c := range f.calls {
+		if c.unit == unit {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// recordSink records batches and statuses; it cancels the run once stop
+// says so.
+type recordSink struct {
+	mu       sync.Mutex
+	batches  []reading.Batch
+	statuses map[string][]string
+	stop     func(b reading.Batch) bool
+	cancel   context.CancelFunc
+}
+
+func (s *recordSink) Publish(ctx context.Context, b reading.Batch) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.batches = append(s.batches, b)
+	if s.stop != nil && s.stop(b) {
+		s.cancel()
+	}
+	return nil
+}
+
+func (s *recordSink) SetDeviceStatus(device, status string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.statuses == nil {
+		s.statuses = map[string][]string{}
+	}
+	s.statuses[device] = append(s.statuses[device], status)
+}
+
+func (s *recordSink) of(device string) []reading.Batch {
+	var out []reading.Batch
+	for _, b := range s.batches {
+		if b.Device == device {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func hr(addrs ...uint16) map[uint16]uint16 {
+	m := map[uint16]uint16{}
+	for _, a := range addrs {
+		m[a] = a + 1000
+	}
+	return m
+}
+
+func u16Tag(name string, addr int) Tag {
+	return Tag{Name: name, Table: TableHolding, Address: addr, Type: TypeUint16}
+}
+
+// runSim runs a poller on simulated time until stop says so (or a minute
+// of simulated time per cycle budget runs out, which fails the test).
+func runSim(t *testing.T, cfg *Config, interval time.Duration, ft *fakeTransport, stop func(b reading.Batch) bool) (*recordSink, *Poller) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sink := &recordSink{stop: stop, cancel: cancel}
+	p, err := NewPoller(cfg, interval, sink, quietLog(),
+		withClock(ft.clk), withTransport(func(string) (Transport, error) { return ft, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("simulation did not reach its stop condition")
+	}
+	return sink, p
+}
+
+func simConfig(devs ...Device) *Config {
+	return &Config{Transport: "rtu", Serial: SerialConfig{Port: "/dev/fake", Baud: 19200},
+		Timeout: configfile.Duration(500 * time.Millisecond), Retries: 1,
+		Backoff: BackoffConfig{Initial: configfile.Duration(time.Second), Max: configfile.Duration(4 * time.Second)},
+		Devices: devs}
+}
+
+func TestPollerSplitsRejectedRequestAndKeepsPlan(t *testing.T) {
+	clk := newSimClock()
+	clk0 := clk.Now()
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0, 1, 3, 4, 5)}}}}
+	dev := Device{Name: "meter", UnitID: 1, MaxGap: 10, Tags: []Tag{
+		u16Tag("a", 0), u16Tag("b", 1), u16Tag("missing", 2), u16Tag("c", 3), u16Tag("d", 5)}}
+	sink, p := runSim(t, simConfig(dev), time.Second, ft, func(b reading.Batch) bool { return b.TS.Sub(clk0) >= 2*time.Second })
+
+	batches := sink.of("meter")
+	if len(batches) != 3 {
+		t.Fatalf("got %d batches, want 3", len(batches))
+	}
+	for n, b := range batches {
+		for _, r := range b.Readings {
+			if r.Tag == "missing" {
+				if r.Quality != reading.Bad || r.Error != "modbus exception 2: illegal data address" || r.Value != nil {
+					t.Errorf("batch %d: missing = %+v, want bad with exception 2", n, r)
+				}
+				continue
+			}
+			if r.Quality != reading.Good || r.Error != "" {
+				t.Errorf("batch %d: %s = %+v, want good", n, r.Tag, r)
+			}
+		}
+		if v := b.Readings[4].Value; v != uint64(1005) {
+			t.Errorf("batch %d: d = %#v, want uint64(1005)", n, v)
+		}
+	}
+	// After the first cycle the plan has learnt: the later cycles send the
+	// same requests, only the single invalid tag is refused.
+	perCycle := map[time.Time][]fakeCall{}
+	for _, c := range ft.calls {
+		perCycle[c.at.Truncate(time.Second)] = append(perCycle[c.at.Truncate(time.Second)], c)
+	}
+	var second, third []fakeCall
+	for at, cs := range perCycle {
+		switch at.Sub(clk0) {
+		case time.Second:
+			second = cs
+		case 2 * time.Second:
+			third = cs
+		}
+	}
+	if len(second) == 0 || len(second) != len(third) {
+		t.Errorf("cycle 2 sent %d requests, cycle 3 %d; want the same non-zero count", len(second), len(third))
+	}
+	for _, c := range second {
+		if c.addr <= 2 && c.addr+c.qty > 2 && c.qty > 1 {
+			t.Errorf("cycle 2 still reads the invalid register in a coalesced request %+v", c)
+		}
+	}
+	st := p.Stats()[0]
+	if st.Exceptions < 3 || st.Polls != 3 || st.Timeouts != 0 {
+		t.Errorf("stats %+v", st)
+	}
+	if got := sink.statuses["meter"]; len(got) != 1 || got[0] != "ok" {
+		t.Errorf("statuses %q, want [ok]", got)
+	}
+}
+
+func TestPollerBacksOffSilentDeviceAndKeepsOthersOnSchedule(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{
+			1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0, 1)}},
+			3: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0, 1)}},
+		}}
+	mk := func(name string, unit int) Device {
+		return Device{Name: name, UnitID: unit, Tags: []Tag{u16Tag("x", 0), u16Tag("y", 1)}}
+	}
+	const span = 60 * time.Second
+	interval := 100 * time.Millisecond
+	sink, p := runSim(t, simConfig(mk("m1", 1), mk("silent", 2), mk("m3", 3)), interval, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= span })
+
+	// Every attempt on the silent unit published a batch with every tag bad.
+	silent := sink.of("silent")
+	calls := ft.callsTo(2)
+	if len(silent) == 0 {
+		t.Fatal("no batch for the silent device")
+	}
+	for _, b := range silent {
+		for _, r := range b.Readings {
+			if r.Quality != reading.Bad || r.Error != "timeout" || r.Value != nil {
+				t.Fatalf("silent device reading %+v, want bad timeout", r)
+			}
+		}
+	}
+	// First attempt: 1 + retries requests; each later attempt: one request.
+	if want := 2 + (len(silent) - 1); len(calls) != want {
+		t.Errorf("silent unit got %d requests in %d attempts, want %d", len(calls), len(silent), want)
+	}
+	// Attempts are spaced by the back-off: 1 s, 2 s, then capped at 4 s.
+	for i := 1; i < len(silent); i++ {
+		gap := silent[i].TS.Sub(silent[i-1].TS)
+		want := min(time.Second<<(i-1), 4*time.Second)
+		if gap < want || gap > want+2*interval+time.Second {
+			t.Errorf("attempt %d came %v after the previous one, want about %v", i, gap, want)
+		}
+	}
+	if n := len(silent); n > 20 {
+		t.Errorf("%d attempts on the silent device in %v, back-off not effective", n, span)
+	}
+	// The others are good in every batch and polled every cycle the bus had
+	// time for: cycles = published + skipped.
+	for _, name := range []string{"m1", "m3"} {
+		bs := sink.of(name)
+		for _, b := range bs {
+			for _, r := range b.Readings {
+				if r.Quality != reading.Good {
+					t.Fatalf("%s: %+v, want good", name, r)
+				}
+			}
+		}
+		var st DeviceStats
+		for _, s := range p.Stats() {
+			if s.Device == name {
+				st = s
+			}
+		}
+		// Ticks up to the last batch; the skip count may include an overrun
+		// after it (at most the first attempt's 2 timeouts: 10 ticks).
+		cycles := int(bs[len(bs)-1].TS.Sub(start)/interval) + 1
+		if got := len(bs) + int(st.Skipped); got < cycles || got > cycles+10 {
+			t.Errorf("%s: %d batches + %d skipped = %d, want %d cycles", name, len(bs), st.Skipped, got, cycles)
+		}
+		if float64(len(bs)) < 0.8*float64(cycles) {
+			t.Errorf("%s: only %d batches of %d cycles: the silent device stalls the bus", name, len(bs), cycles)
+		}
+	}
+	if got := sink.statuses["silent"]; len(got) != 1 || got[0] != "error: timeout" {
+		t.Errorf("silent statuses %q, want [error: timeout]", got)
+	}
+}
+
+func TestPollerRecoversDeviceAfterBackoff(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	u := &fakeUnit{regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}, timeoutsLeft: 3}
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{1: u}}
+	sink, p := runSim(t, simConfig(Device{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0)}}), time.Second, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= 10*time.Second })
+	bs := sink.of("m")
+	// Attempt 1 (2 timeouts), attempt 2 (1 timeout), then good from attempt 3 on.
+	if bs[0].Readings[0].Quality != reading.Bad || bs[1].Readings[0].Quality != reading.Bad {
+		t.Errorf("first two attempts should be bad: %+v %+v", bs[0].Readings, bs[1].Readings)
+	}
+	for _, b := range bs[2:] {
+		if b.Readings[0].Quality != reading.Good {
+			t.Errorf("after recovery: %+v", b.Readings[0])
+		}
+	}
+	if got, want := strings.Join(sink.statuses["m"], ","), "error: timeout,ok"; got != want {
+		t.Errorf("statuses %q, want %q", got, want)
+	}
+	if st := p.Stats()[0]; st.Timeouts != 3 {
+		t.Errorf("timeouts %d, want 3", st.Timeouts)
+	}
+}
+
+func TestPollerRetriesATimeout(t *testing.T) {
+	clk := newSimClock()
+	u := &fakeUnit{regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}, timeoutsLeft: 1}
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{1: u}}
+	sink, p := runSim(t, simConfig(Device{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0)}}), time.Second, ft,
+		func(reading.Batch) bool { return true })
+	if r := sink.batches[0].Readings[0]; r.Quality != reading.Good || r.Value != uint64(1000) {
+		t.Errorf("reading %+v, want good 1000 after one retry", r)
+	}
+	if st := p.Stats()[0]; st.Requests != 2 || st.Timeouts != 1 {
+		t.Errorf("stats %+v, want 2 requests, 1 timeout", st)
+	}
+}
+
+func TestPollerSkipsOverrunCyclesWithoutQueueing(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	ft := &fakeTransport{clk: clk, cost: 250 * time.Millisecond, timeout: time.Second,
+		units: map[byte]*fakeUnit{1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}}}}
+	interval := 100 * time.Millisecond
+	sink, p := runSim(t, simConfig(Device{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0)}}), interval, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= 3*time.Second })
+	bs := sink.of("m")
+	for i, b := range bs {
+		if off := b.TS.Sub(start); off%interval != 0 {
+			t.Errorf("batch %d at +%v, off the %v grid", i, off, interval)
+		}
+		if i > 0 && b.TS.Sub(bs[i-1].TS) != 3*interval {
+			t.Errorf("batch %d came %v after the previous, want %v (cycle of 250ms skips 2 ticks)",
+				i, b.TS.Sub(bs[i-1].TS), 3*interval)
+		}
+	}
+	// Every cycle, the last one included, overran by two ticks.
+	if st := p.Stats()[0]; int(st.Skipped) != 2*len(bs) {
+		t.Errorf("skipped %d, want %d", st.Skipped, 2*len(bs))
+	}
+}
+
+func TestPollerReportsLinkDownForEveryDevice(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	gone := errors.New("no such file or directory")
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{
+			1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
+			2: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
+		},
+		linkErr: func(now time.Time) error {
+			if off := now.Sub(start); off >= 2*time.Second && off < 10*time.Second {
+				return gone
+			}
+			return nil
+		}}
+	mk := func(name string, unit int) Device {
+		return Device{Name: name, UnitID: unit, Tags: []Tag{u16Tag("x", 0)}}
+	}
+	interval := 200 * time.Millisecond
+	sink, _ := runSim(t, simConfig(mk("a", 1), mk("b", 2)), interval, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= 20*time.Second })
+	for _, name := range []string{"a", "b"} {
+		var down []time.Time
+		var goodAfter bool
+		for _, b := range sink.of(name) {
+			r := b.Readings[0]
+			off := b.TS.Sub(start)
+			switch {
+			case r.Quality == reading.Bad:
+				if r.Error != "fake: no such file or directory" {
+					t.Errorf("%s: error %q", name, r.Error)
+				}
+				if off < 2*time.Second || off >= 10*time.Second {
+					t.Errorf("%s: bad at +%v outside the outage", name, off)
+				}
+				down = append(down, b.TS)
+			case off >= 10*time.Second:
+				goodAfter = true
+			}
+		}
+		// Reopen attempts back off: 1 s, 2 s, 4 s (cap) ... : a handful, not one per cycle.
+		if len(down) < 3 || len(down) > 6 {
+			t.Errorf("%s: %d bad batches during an 8 s outage, want one per reopen attempt (3..6)", name, len(down))
+		}
+		if !goodAfter {
+			t.Errorf("%s: never good again after the link came back", name)
+		}
+		if got, want := strings.Join(sink.statuses[name], ","), "ok,error: fake: no such file or directory,ok"; got != want {
+			t.Errorf("%s statuses %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestPollerGatewayExceptionBacksOff(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{1: {exception: 11}}}
+	sink, _ := runSim(t, simConfig(Device{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0), u16Tag("y", 200)}}),
+		100*time.Millisecond, ft, func(b reading.Batch) bool { return b.TS.Sub(start) >= 10*time.Second })
+	bs := sink.of("m")
+	if len(bs) > 8 {
+		t.Errorf("%d attempts in 10 s: exception 11 should back the device off", len(bs))
+	}
+	for _, r := range bs[0].Readings {
+		if r.Error != "modbus exception 11: gateway target device failed to respond" {
+			t.Errorf("reading %+v", r)
+		}
+	}
+}
+
+func TestNewPollerRejects(t *testing.T) {
+	sink := &recordSink{}
+	good := func() *Config {
+		return &Config{Transport: "tcp", TCP: TCPConfig{Address: "127.0.0.1:502"},
+			Devices: []Device{{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0)}}}}
+	}
+	for _, tc := range []struct {
+		name     string
+		mutate   func(*Config)
+		interval time.Duration
+		want     string
+	}{
+		{"transport", func(c *Config) { c.Transport = "udp" }, time.Second, `unknown transport "udp" (valid: rtu, tcp)`},
+		{"interval", func(*Config) {}, 0, "poll interval 0s must be positive"},
+		{"no devices", func(c *Config) { c.Devices = nil }, time.Second, "modbus config has no devices"},
+		{"no address", func(c *Config) { c.TCP.Address = "" }, time.Second, `device "m": no tcp address`},
+		{"bad address", func(c *Config) { c.TCP.Address = "plc" }, time.Second, `tcp address "plc"`},
+		{"duplicate", func(c *Config) { c.Devices = append(c.Devices, c.Devices[0]) }, time.Second, `device "m" defined twice`},
+		{"parity", func(c *Config) {
+			c.Transport, c.Serial = "rtu", SerialConfig{Port: "/dev/ttyUSB0", Baud: 9600, Parity: "X"}
+		}, time.Second, `unknown parity "X" (valid: N, E, O)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := good()
+			tc.mutate(cfg)
+			_, err := NewPoller(cfg, tc.interval, sink, quietLog())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := NewPoller(good(), time.Second, sink, quietLog()); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+}
