@@ -1,0 +1,59 @@
+package testpeer
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+func TestMosquittoRoundTrip(t *testing.T) {
+	addr := Mosquitto(t)
+	msgs := Subscribe(t, addr, "t/#")
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("pub"))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(100)
+	if tok := c.Publish("t/x", 1, false, "hello"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	select {
+	case m := <-msgs:
+		if m.Topic != "t/x" || string(m.Payload) != "hello" {
+			t.Errorf("got %+v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message")
+	}
+}
+
+func TestPtyPairCarriesBytes(t *testing.T) {
+	a, b := PtyPair(t)
+	fa, err := os.OpenFile(a, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb, err := os.OpenFile(b, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	if _, err := fa.Write([]byte{0x01, 0x03, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	n := 0
+	for n < 3 {
+		m, err := fb.Read(buf[n:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += m
+	}
+	if buf[0] != 0x01 || buf[2] != 0xff {
+		t.Errorf("got % x", buf)
+	}
+}
