@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/devices/profiles"
 )
 
 // Table is a Modbus data table.
@@ -138,8 +139,8 @@ type Config struct {
 	// Retries is the number of extra attempts after a timeout; default 1.
 	Retries int `yaml:"retries"`
 	// Backoff is the back-off of an unresponsive device (extension to DESIGN.md).
-	Backoff BackoffConfig `yaml:"backoff"`
-	Devices []Device      `yaml:"devices"`
+	Backoff BackoffConfig  `yaml:"backoff"`
+	Devices []Device       `yaml:"devices"`
 	Pos     configfile.Pos `yaml:"-"`
 }
 
@@ -375,7 +376,7 @@ func build(raw *rawConfig, errs *configfile.Errors) *Config {
 	if len(raw.Devices) == 0 {
 		errs.Add(raw.Pos, "devices: at least one device is required")
 	}
-	names := map[string]int{}           // device name -> line
+	names := map[string]int{}            // device name -> line
 	units := map[string]map[int]string{} // bus -> unit id -> device
 	for i := range raw.Devices {
 		d := buildDevice(cfg, &raw.Devices[i], i, errs)
@@ -631,8 +632,36 @@ func validateTag(d *Device, t *Tag, j int, who string, errs *configfile.Errors) 
 }
 
 // expandProfile returns the profile's tags with the device's own tags
-// replacing those of the same name and the rest appended.
+// replacing those of the same name (in the profile's order) and the rest
+// appended. Profile tags take the device's position for error messages.
 func expandProfile(d *Device, who string, errs *configfile.Errors) []Tag {
-	errs.Add(d.Pos, "%s: unknown profile %q (no profiles available)", who, d.Profile)
-	return d.Tags
+	p, err := profiles.Lookup(d.Profile)
+	if err != nil {
+		errs.Add(d.Pos, "%s: %v", who, err)
+		return d.Tags
+	}
+	own := make(map[string]int, len(d.Tags))
+	for i, t := range d.Tags {
+		own[t.Name] = i
+	}
+	used := make([]bool, len(d.Tags))
+	tags := make([]Tag, 0, len(p.Tags)+len(d.Tags))
+	for _, pt := range p.Tags {
+		if i, ok := own[pt.Name]; ok {
+			tags = append(tags, d.Tags[i])
+			used[i] = true
+			continue
+		}
+		tags = append(tags, Tag{
+			Name: pt.Name, Table: Table(pt.Table), Address: pt.Address, Type: DataType(pt.Type),
+			ByteOrder: pt.ByteOrder, Scale: pt.Scale, Offset: pt.Offset, Bit: pt.Bit,
+			Length: pt.Length, Unit: pt.Unit, Pos: d.Pos,
+		})
+	}
+	for i, t := range d.Tags {
+		if !used[i] {
+			tags = append(tags, t)
+		}
+	}
+	return tags
 }

@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -31,6 +32,9 @@ type Plan struct {
 	reqs    []Request
 	invalid []bool
 	skipped []int
+	maxGap  int
+	maxRegs int
+	maxBits int
 }
 
 // planTables is the order in which tables appear in a plan.
@@ -44,8 +48,13 @@ var planTables = []Table{TableCoil, TableDiscreteInput, TableHolding, TableInput
 // 0..65535) are left out of every request and listed by Skipped; ParseConfig
 // rejects such tags, so a validated device has none.
 func NewPlan(d *Device) *Plan {
-	p := &Plan{tags: d.Tags, invalid: make([]bool, len(d.Tags))}
-	maxGap := max(d.MaxGap, 0)
+	p := &Plan{
+		tags:    d.Tags,
+		invalid: make([]bool, len(d.Tags)),
+		maxGap:  max(d.MaxGap, 0),
+		maxRegs: limitFor(d, TableHolding),
+		maxBits: limitFor(d, TableCoil),
+	}
 	byTable := make(map[Table][]int)
 	for i := range d.Tags {
 		t := &d.Tags[i]
@@ -61,29 +70,42 @@ func NewPlan(d *Device) *Plan {
 		if len(idx) == 0 {
 			continue
 		}
-		limit := limitFor(d, table)
 		sort.SliceStable(idx, func(a, b int) bool {
 			return d.Tags[idx[a]].Address < d.Tags[idx[b]].Address
 		})
-		var cur []int
-		start, end := 0, 0 // span [start, end) of cur
-		for _, i := range idx {
-			t := &d.Tags[i]
-			a, e := t.Address, t.Address+t.Registers()
-			if len(cur) > 0 && a-end <= maxGap && max(end, e)-start <= limit {
-				cur = append(cur, i)
-				end = max(end, e)
-				continue
-			}
-			if len(cur) > 0 {
-				p.reqs = append(p.reqs, p.request(table, cur))
-			}
-			cur = []int{i}
-			start, end = a, e
-		}
-		p.reqs = append(p.reqs, p.request(table, cur))
+		p.reqs = p.coalesce(table, idx, p.reqs)
 	}
 	return p
+}
+
+// coalesce appends to dst the fewest requests reading tags idx (sorted by
+// address, all of table): greedily, each request starts at the first tag not
+// yet read and takes following tags while the span stays within the limit and
+// the unused space before each tag within maxGap. Greedy is optimal here: no
+// plan can cover a prefix of the tags with fewer requests and end later.
+func (p *Plan) coalesce(table Table, idx []int, dst []Request) []Request {
+	limit := p.maxRegs
+	if table.IsBit() {
+		limit = p.maxBits
+	}
+	first := 0
+	start, end := 0, 0 // span [start, end) of idx[first:k]
+	for k, i := range idx {
+		t := &p.tags[i]
+		a, e := t.Address, t.Address+t.Registers()
+		if k > first && a-end <= p.maxGap && max(end, e)-start <= limit {
+			end = max(end, e)
+			continue
+		}
+		if k > first {
+			dst = append(dst, p.request(table, idx[first:k:k]))
+		}
+		first, start, end = k, a, e
+	}
+	if first < len(idx) {
+		dst = append(dst, p.request(table, idx[first:]))
+	}
+	return dst
 }
 
 func limitFor(d *Device, table Table) int {
@@ -114,14 +136,15 @@ func (p *Plan) Requests() []Request { return p.reqs }
 
 // Reject reports that request i of Requests was refused with exception 2
 // (illegal data address) or 3 (illegal data value). A request of several tags
-// is split into two at the tag boundary in the middle; the plan keeps the split
-// (the two halves take positions i and i+1 of Requests, later requests move up
-// by one) and Reject returns them so the caller can read them in the same cycle.
-// Repeated rejections thus narrow down to the tags that are really invalid. A
-// single-tag request that is rejected marks its tag invalid and returns
-// invalid == true: the tag keeps its own request, retried each cycle, so it
-// recovers when the device is fixed (see Accept). An i out of range changes
-// nothing.
+// is split at the tag boundary in the middle (each half re-coalesced, so a half
+// never spans more than max_gap of unused space); the plan keeps the split — the
+// replacements take positions i, i+1, … of Requests and later requests move up —
+// and Reject returns them so the caller can read them in the same cycle: a
+// poller walking Requests by index simply reads position i again. Repeated
+// rejections thus narrow down to the tags that are really invalid. A single-tag
+// request that is rejected marks its tag invalid and returns (nil, true): the
+// tag keeps its own request, retried each cycle, so it recovers when the device
+// is fixed (see Accept). An i out of range changes nothing.
 func (p *Plan) Reject(i int) (replacement []Request, invalid bool) {
 	if i < 0 || i >= len(p.reqs) {
 		return nil, false
@@ -132,14 +155,14 @@ func (p *Plan) Reject(i int) (replacement []Request, invalid bool) {
 		return nil, true
 	}
 	mid := len(r.Tags) / 2
-	lo := p.request(r.Table, r.Tags[:mid:mid])
-	hi := p.request(r.Table, r.Tags[mid:])
-	reqs := make([]Request, 0, len(p.reqs)+1)
+	repl := p.coalesce(r.Table, r.Tags[:mid:mid], nil)
+	repl = p.coalesce(r.Table, r.Tags[mid:], repl)
+	reqs := make([]Request, 0, len(p.reqs)+len(repl)-1)
 	reqs = append(reqs, p.reqs[:i]...)
-	reqs = append(reqs, lo, hi)
+	reqs = append(reqs, repl...)
 	reqs = append(reqs, p.reqs[i+1:]...)
 	p.reqs = reqs
-	return []Request{lo, hi}, false
+	return slices.Clone(repl), false
 }
 
 // Accept reports that request i was answered: its tags are valid again.
