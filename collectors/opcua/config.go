@@ -1,0 +1,368 @@
+// Package opcua is the OPC UA collector: it subscribes to (or polls) the
+// variables of one OPC UA server and hands their values, grouped by device,
+// to a Sink (the MQTT publisher) as reading batches.
+//
+// The configuration is the `opcua:` section of gateway.yaml (DESIGN.md); see
+// Config for every key and its default.
+package opcua
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gopcua/opcua/ua"
+	"gopkg.in/yaml.v3"
+
+	"fieldgate/collectors/configfile"
+)
+
+// Collection modes.
+const (
+	ModeSubscribe = "subscribe"
+	ModePoll      = "poll"
+)
+
+// Security policy names accepted in `security.policy`.
+const (
+	PolicyNone                = "None"
+	PolicyBasic256Sha256      = "Basic256Sha256"
+	PolicyAes128Sha256RsaOaep = "Aes128_Sha256_RsaOaep"
+	PolicyAes256Sha256RsaPss  = "Aes256_Sha256_RsaPss"
+)
+
+// Message security mode names accepted in `security.mode`.
+const (
+	SecModeNone           = "None"
+	SecModeSign           = "Sign"
+	SecModeSignAndEncrypt = "SignAndEncrypt"
+)
+
+// Deadband types accepted in `nodes[].deadband.type`.
+const (
+	DeadbandAbsolute = "absolute"
+	DeadbandPercent  = "percent"
+)
+
+var (
+	validModes     = []string{ModeSubscribe, ModePoll}
+	validPolicies  = []string{PolicyNone, PolicyBasic256Sha256, PolicyAes128Sha256RsaOaep, PolicyAes256Sha256RsaPss}
+	validSecModes  = []string{SecModeNone, SecModeSign, SecModeSignAndEncrypt}
+	validDeadbands = []string{DeadbandAbsolute, DeadbandPercent}
+)
+
+// Config is the collector's file: the content of gateway.yaml's `opcua:`
+// section (a file wrapped in a single `opcua:` key is accepted too).
+type Config struct {
+	Pos configfile.Pos `yaml:"-"`
+
+	// Endpoint is the server's URL, opc.tcp://HOST:PORT[/path]. Required.
+	Endpoint string `yaml:"endpoint"`
+	// Mode is subscribe (default: monitored items, the server reports changes)
+	// or poll (a batched Read every POLL_INTERVAL).
+	Mode string `yaml:"mode"`
+	// PublishingInterval is the subscription's publishing interval; default
+	// the collector's POLL_INTERVAL. The sampling interval of every item is
+	// POLL_INTERVAL unless the node sets its own.
+	PublishingInterval configfile.Duration `yaml:"publishing_interval"`
+	// QueueSize is the server-side queue of each monitored item; default 1
+	// (the latest value per publishing cycle).
+	QueueSize uint32 `yaml:"queue_size"`
+	// Security selects the endpoint. Absent: the most secure SignAndEncrypt
+	// endpoint the server offers among the supported policies; security None
+	// is only used when written here explicitly.
+	Security *Security `yaml:"security"`
+	// TrustDir holds the trusted server certificates (DER or PEM, any file
+	// name); default DATA_DIR/pki/trusted. Rejected certificates are saved
+	// in DATA_DIR/pki/rejected.
+	TrustDir string `yaml:"trust_dir"`
+	// Auth is the user identity: anonymous (default), user name and password
+	// file, or an X.509 certificate.
+	Auth *Auth `yaml:"auth"`
+	// Nodes are the variables to collect.
+	Nodes []Node `yaml:"nodes"`
+}
+
+// Security is the secure channel configuration.
+type Security struct {
+	Pos configfile.Pos `yaml:"-"`
+	// Policy: None, Basic256Sha256, Aes128_Sha256_RsaOaep, Aes256_Sha256_RsaPss.
+	Policy string `yaml:"policy"`
+	// Mode: None, Sign, SignAndEncrypt.
+	Mode string `yaml:"mode"`
+	// CertFile, KeyFile are the client's application instance certificate
+	// and RSA key (PEM or DER). When absent, a certificate is generated once
+	// and kept in DATA_DIR/pki/own.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerCert pins the server certificate (PEM or DER) in addition to the
+	// trust directory.
+	ServerCert string `yaml:"server_cert"`
+}
+
+// Auth is the user identity token. In YAML it is either the word
+// `anonymous` or a mapping {username, password_file} | {cert_file, key_file}
+// | {anonymous: true}.
+type Auth struct {
+	Pos          configfile.Pos
+	Anonymous    bool
+	Username     string
+	PasswordFile string
+	CertFile     string
+	KeyFile      string
+}
+
+// UnmarshalYAML decodes `anonymous` or a mapping of the known keys,
+// rejecting unknown ones.
+func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
+	a.Pos = configfile.Pos{Line: n.Line, Column: n.Column}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value != "anonymous" {
+			return fmt.Errorf("auth: unknown value %q (valid: anonymous, or a mapping with username and password_file, or cert_file and key_file)", n.Value)
+		}
+		a.Anonymous = true
+		return nil
+	case yaml.MappingNode:
+	default:
+		return fmt.Errorf("auth: want anonymous or a mapping")
+	}
+	fields := map[string]*string{
+		"username": &a.Username, "password_file": &a.PasswordFile,
+		"cert_file": &a.CertFile, "key_file": &a.KeyFile,
+	}
+	var errs []string
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if seen[k.Value] {
+			errs = append(errs, fmt.Sprintf("duplicate key %q (line %d)", k.Value, k.Line))
+			continue
+		}
+		seen[k.Value] = true
+		if k.Value == "anonymous" {
+			if err := v.Decode(&a.Anonymous); err != nil {
+				errs = append(errs, fmt.Sprintf("anonymous: want true or false, got %q", v.Value))
+			}
+			continue
+		}
+		p, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("unknown key %q (valid: anonymous, cert_file, key_file, password_file, username)", k.Value))
+			continue
+		}
+		if v.Kind != yaml.ScalarNode {
+			errs = append(errs, fmt.Sprintf("%s: want a string", k.Value))
+			continue
+		}
+		*p = v.Value
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("auth: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// kind names the token type the auth section selects.
+func (a *Auth) kind() ua.UserTokenType {
+	switch {
+	case a == nil || a.Anonymous:
+		return ua.UserTokenTypeAnonymous
+	case a.Username != "":
+		return ua.UserTokenTypeUserName
+	case a.CertFile != "" || a.KeyFile != "":
+		return ua.UserTokenTypeCertificate
+	}
+	return ua.UserTokenTypeAnonymous
+}
+
+// Node is one variable to collect: a tag of a device.
+type Node struct {
+	Pos configfile.Pos `yaml:"-"`
+	// Device groups tags into one reading batch (one MQTT message). Required.
+	Device string `yaml:"device"`
+	// Name is the tag name, unique within its device. Required.
+	Name string `yaml:"name"`
+	// NodeID in OPC UA string syntax, e.g. "ns=2;s=Boiler1.Temperature". Required.
+	NodeID string `yaml:"node_id"`
+	// Unit is copied into each reading.
+	Unit string `yaml:"unit"`
+	// Deadband filters changes smaller than the value (subscribe mode only).
+	Deadband *Deadband `yaml:"deadband"`
+	// SamplingInterval overrides POLL_INTERVAL for this item (subscribe mode).
+	SamplingInterval configfile.Duration `yaml:"sampling_interval"`
+}
+
+// Deadband is a data change filter: absolute (in the value's unit) or
+// percent (of the variable's EURange, which the server must expose).
+type Deadband struct {
+	Pos   configfile.Pos `yaml:"-"`
+	Type  string         `yaml:"type"`
+	Value float64        `yaml:"value"`
+}
+
+// LoadFile reads and validates the collector file at path.
+func LoadFile(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read opcua config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a collector file. Every problem is reported as
+// "FILE:LINE: message" in one *configfile.Errors.
+func Parse(path string, data []byte) (Config, error) {
+	var c Config
+	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua")); err != nil {
+		// Report validation problems along with decoding ones, so one run
+		// shows everything.
+		errs := configfile.NewErrors(path)
+		errs.Merge(configfile.Pos{}, err)
+		c.validate(errs, true)
+		return c, errs.Err()
+	}
+	errs := configfile.NewErrors(path)
+	c.validate(errs, true)
+	return c, errs.Err()
+}
+
+// Validate checks a Config built in code (the same checks Parse applies).
+func (c *Config) Validate() error {
+	errs := configfile.NewErrors("opcua")
+	c.validate(errs, true)
+	return errs.Err()
+}
+
+func oneOf(v string, valid []string) bool {
+	for _, s := range valid {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
+	switch {
+	case c.Endpoint == "":
+		errs.Add(c.Pos, "endpoint: missing (e.g. opc.tcp://10.0.0.5:4840)")
+	case !strings.HasPrefix(c.Endpoint, "opc.tcp://"):
+		errs.Add(c.Pos, "endpoint: %q is not an opc.tcp:// URL", c.Endpoint)
+	}
+	if c.Mode != "" && !oneOf(c.Mode, validModes) {
+		errs.Add(c.Pos, "mode: unknown mode %q (valid: %s)", c.Mode, strings.Join(validModes, ", "))
+	}
+	if c.PublishingInterval < 0 {
+		errs.Add(c.Pos, "publishing_interval: must not be negative, got %s", c.PublishingInterval)
+	}
+	if s := c.Security; s != nil {
+		policyOK := oneOf(s.Policy, validPolicies)
+		modeOK := oneOf(s.Mode, validSecModes)
+		switch {
+		case s.Policy == "":
+			errs.Add(s.Pos, "security.policy: missing (valid: %s)", strings.Join(validPolicies, ", "))
+		case !policyOK:
+			errs.Add(s.Pos, "security.policy: unknown policy %q (valid: %s)", s.Policy, strings.Join(validPolicies, ", "))
+		}
+		switch {
+		case s.Mode == "":
+			errs.Add(s.Pos, "security.mode: missing (valid: %s)", strings.Join(validSecModes, ", "))
+		case !modeOK:
+			errs.Add(s.Pos, "security.mode: unknown mode %q (valid: %s)", s.Mode, strings.Join(validSecModes, ", "))
+		}
+		if policyOK && modeOK {
+			if (s.Policy == PolicyNone) != (s.Mode == SecModeNone) {
+				errs.Add(s.Pos, "security: policy %s cannot be used with mode %s (policy None goes with mode None only)", s.Policy, s.Mode)
+			}
+		}
+		if (s.CertFile == "") != (s.KeyFile == "") {
+			errs.Add(s.Pos, "security: cert_file and key_file go together (leave both out to use a generated certificate)")
+		}
+	}
+	if a := c.Auth; a != nil {
+		n := 0
+		if a.Anonymous {
+			n++
+		}
+		if a.Username != "" || a.PasswordFile != "" {
+			n++
+			if a.Username == "" {
+				errs.Add(a.Pos, "auth: password_file needs a username")
+			}
+			if a.PasswordFile == "" {
+				errs.Add(a.Pos, "auth: username %q needs a password_file", a.Username)
+			}
+		}
+		if a.CertFile != "" || a.KeyFile != "" {
+			n++
+			if a.CertFile == "" || a.KeyFile == "" {
+				errs.Add(a.Pos, "auth: certificate authentication needs both cert_file and key_file")
+			}
+			if c.Security != nil && c.Security.Policy == PolicyNone {
+				errs.Add(a.Pos, "auth: certificate authentication needs a security policy other than None (the token is signed with the policy's algorithms)")
+			}
+		}
+		if n > 1 {
+			errs.Add(a.Pos, "auth: choose one of anonymous, username + password_file, cert_file + key_file")
+		}
+	}
+	if needNodes && len(c.Nodes) == 0 {
+		errs.Add(c.Pos, "nodes: at least one node is required")
+	}
+	seen := map[string]int{}
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		if n.Device == "" {
+			errs.Add(n.Pos, "nodes[%d]: device: missing", i)
+		}
+		if n.Name == "" {
+			errs.Add(n.Pos, "nodes[%d]: name: missing", i)
+		}
+		switch {
+		case n.NodeID == "":
+			errs.Add(n.Pos, "nodes[%d]: node_id: missing (e.g. \"ns=2;s=Boiler1.Temperature\")", i)
+		default:
+			if _, err := ua.ParseNodeID(n.NodeID); err != nil {
+				errs.Add(n.Pos, "nodes[%d]: node_id: invalid node id %q: %v", i, n.NodeID, err)
+			}
+		}
+		if n.Device != "" && n.Name != "" {
+			key := n.Device + "\x00" + n.Name
+			if line, dup := seen[key]; dup {
+				errs.Add(n.Pos, "nodes[%d]: duplicate tag %q of device %q (first defined at line %d)", i, n.Name, n.Device, line)
+			} else {
+				seen[key] = n.Pos.Line
+			}
+		}
+		if d := n.Deadband; d != nil {
+			switch {
+			case !oneOf(d.Type, validDeadbands):
+				errs.Add(d.Pos, "nodes[%d]: deadband.type: unknown type %q (valid: %s)", i, d.Type, strings.Join(validDeadbands, ", "))
+			case d.Value < 0:
+				errs.Add(d.Pos, "nodes[%d]: deadband.value: must not be negative, got %g", i, d.Value)
+			case d.Type == DeadbandPercent && d.Value > 100:
+				errs.Add(d.Pos, "nodes[%d]: deadband.value: a percent deadband is at most 100, got %g", i, d.Value)
+			}
+		}
+		if n.SamplingInterval < 0 {
+			errs.Add(n.Pos, "nodes[%d]: sampling_interval: must not be negative, got %s", i, n.SamplingInterval)
+		}
+	}
+}
+
+// withDefaults returns the config with defaults filled in for the given
+// poll interval.
+func (c Config) withDefaults(poll time.Duration) Config {
+	if c.Mode == "" {
+		c.Mode = ModeSubscribe
+	}
+	if c.PublishingInterval == 0 {
+		c.PublishingInterval = configfile.Duration(poll)
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = 1
+	}
+	return c
+}
