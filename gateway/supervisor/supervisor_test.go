@@ -1,0 +1,437 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"fieldgate/gateway/config"
+)
+
+const collectorTmpl = `  - name: %s
+    image: fieldgate/collector-modbus:latest
+    poll_interval: %s
+    restart: %s
+    modbus:
+      transport: tcp
+      tcp: {address: "127.0.0.1:502"}
+      devices:
+        - name: plc
+          unit_id: 1
+          tags:
+            - {name: speed, table: holding_register, address: 0, type: uint16}
+`
+
+type col struct{ name, poll, restart string }
+
+// writeConfig writes a gateway.yaml with the collectors into dir and returns its path.
+func writeConfig(t *testing.T, dir string, cols ...col) string {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "version: 1\ngateway: {id: gw1, data_dir: %q}\nmqtt: {broker: tcp://127.0.0.1:1883}\ncollectors:\n", filepath.Join(dir, "data"))
+	if len(cols) == 0 {
+		b.Reset()
+		fmt.Fprintf(&b, "version: 1\ngateway: {id: gw1, data_dir: %q}\nmqtt: {broker: tcp://127.0.0.1:1883}\ncollectors: []\n", filepath.Join(dir, "data"))
+	}
+	for _, c := range cols {
+		fmt.Fprintf(&b, collectorTmpl, c.name, c.poll, c.restart)
+	}
+	path := filepath.Join(dir, "gateway.yaml")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func load(t *testing.T, path string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type running struct {
+	sup    *Supervisor
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg *config.Config, rt Runtime, opts ...Option) *running {
+	t.Helper()
+	base := []Option{
+		WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil))),
+		WithBackoff(time.Millisecond, 8*time.Millisecond, time.Hour),
+		WithWatchInterval(5 * time.Millisecond),
+	}
+	sup, err := New(cfg, rt, append(base, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{sup: sup, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- sup.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func collectorStatus(s *Supervisor, name string) (CollectorStatus, bool) {
+	for _, c := range s.Status().Collectors {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return CollectorStatus{}, false
+}
+
+func stateIs(s *Supervisor, name, state string) func() bool {
+	return func() bool {
+		c, ok := collectorStatus(s, name)
+		return ok && c.State == state
+	}
+}
+
+func TestReconcileCreatesAndRemoves(t *testing.T) {
+	dir := t.TempDir()
+	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always"}, col{"b", "2s", "always"}))
+	rt := newFakeRuntime()
+	// A leftover managed container and a foreign one.
+	rt.containers["old"] = &fakeContainer{spec: Spec{Name: "old", Labels: map[string]string{LabelManaged: "true"}}}
+	rt.containers["foreign"] = &fakeContainer{spec: Spec{Name: "foreign"}}
+	r := start(t, cfg, rt)
+	waitFor(t, "a and b running", func() bool {
+		return stateIs(r.sup, "a", StateRunning)() && stateIs(r.sup, "b", StateRunning)()
+	})
+	if rt.count("remove old") != 1 || rt.count("remove foreign") != 0 {
+		t.Errorf("events = %v", rt.eventList())
+	}
+	// Files and env per the runtime contract.
+	spec := specOf(r.sup, "a")
+	if got, _ := os.ReadFile(spec.ConfigFile); !strings.HasPrefix(string(got), "transport: tcp") {
+		t.Errorf("collector.yaml = %q", got)
+	}
+	if fi, err := os.Stat(spec.DataDir); err != nil || !fi.IsDir() {
+		t.Errorf("data dir: %v", err)
+	}
+	for k, want := range map[string]string{"POLL_INTERVAL": "1s", "COLLECTOR_NAME": "a", "GATEWAY_ID": "gw1",
+		"MQTT_BROKER": "tcp://127.0.0.1:1883", "COLLECTOR_CONFIG": ContainerConfigPath, "DATA_DIR": ContainerDataDir} {
+		if got := spec.EnvValue(k); got != want {
+			t.Errorf("env %s = %q, want %q", k, got, want)
+		}
+	}
+}
+
+func TestRestartPolicies(t *testing.T) {
+	tests := []struct {
+		policy  string
+		code    int
+		restart bool
+	}{
+		{config.RestartAlways, 0, true},
+		{config.RestartAlways, 137, true},
+		{config.RestartUnlessStopped, 1, true},
+		{config.RestartOnFailure, 0, false},
+		{config.RestartOnFailure, 2, true},
+		{config.RestartNever, 1, false},
+		{config.RestartNever, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/%d", tt.policy, tt.code), func(t *testing.T) {
+			if got := ShouldRestart(tt.policy, tt.code); got != tt.restart {
+				t.Fatalf("ShouldRestart = %v", got)
+			}
+			dir := t.TempDir()
+			rt := newFakeRuntime()
+			r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", tt.policy})), rt)
+			waitFor(t, "running", stateIs(r.sup, "a", StateRunning))
+			first := rt.pid("a")
+			if err := rt.kill("a", tt.code); err != nil {
+				t.Fatal(err)
+			}
+			if tt.restart {
+				waitFor(t, "restarted", func() bool {
+					c, _ := collectorStatus(r.sup, "a")
+					return c.State == StateRunning && c.Restarts == 1 && c.Pid != first
+				})
+			} else {
+				waitFor(t, "exited", stateIs(r.sup, "a", StateExited))
+				if rt.count("start a") != 1 {
+					t.Errorf("events = %v", rt.eventList())
+				}
+			}
+			c, _ := collectorStatus(r.sup, "a")
+			if c.LastExit == nil || c.LastExit.Code != tt.code {
+				t.Errorf("last_exit = %+v", c.LastExit)
+			}
+		})
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	tests := []struct {
+		n    int
+		want time.Duration
+	}{
+		{0, time.Second}, {1, 2 * time.Second}, {2, 4 * time.Second}, {5, 32 * time.Second},
+		{6, time.Minute}, {7, time.Minute}, {100, time.Minute},
+	}
+	for _, tt := range tests {
+		if got := BackoffDelay(tt.n, time.Second, time.Minute); got != tt.want {
+			t.Errorf("BackoffDelay(%d) = %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
+
+// TestCrashLoop: fast exits in a row show StateCrashLoop and grow the
+// back-off; the state is visible until the task runs again.
+func TestCrashLoop(t *testing.T) {
+	dir := t.TempDir()
+	rt := newFakeRuntime()
+	// A long back-off ceiling so that the crash-loop state can be observed.
+	r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", "always"})), rt,
+		WithBackoff(time.Millisecond, 300*time.Millisecond, time.Hour), WithCrashLoop(3, time.Hour))
+	for i := 1; i <= 3; i++ {
+		waitFor(t, "running", stateIs(r.sup, "a", StateRunning))
+		if err := rt.kill("a", 1); err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			waitFor(t, fmt.Sprintf("restart %d", i), func() bool {
+				c, _ := collectorStatus(r.sup, "a")
+				return c.Restarts == i
+			})
+		}
+	}
+	waitFor(t, "crashloop", stateIs(r.sup, "a", StateCrashLoop))
+	c, _ := collectorStatus(r.sup, "a")
+	if c.RestartAt == nil {
+		t.Error("restart_at not set in crash loop")
+	}
+	waitFor(t, "running again", stateIs(r.sup, "a", StateRunning))
+}
+
+func TestStartErrorRetried(t *testing.T) {
+	dir := t.TempDir()
+	rt := newFakeRuntime()
+	rt.startErr["a"] = errNoImage
+	r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", "always"}, col{"b", "1s", "always"})), rt)
+	waitFor(t, "a in error, b running", func() bool {
+		c, _ := collectorStatus(r.sup, "a")
+		return c.State == StateError && strings.Contains(c.LastError, "not found") && stateIs(r.sup, "b", StateRunning)()
+	})
+	rt.mu.Lock()
+	delete(rt.startErr, "a")
+	rt.mu.Unlock()
+	waitFor(t, "a running", stateIs(r.sup, "a", StateRunning))
+	if c, _ := collectorStatus(r.sup, "a"); c.LastError != "" {
+		t.Errorf("last_error kept: %q", c.LastError)
+	}
+}
+
+// TestAdoption: a supervisor stopped and started again adopts the running
+// tasks (same pids, no new start) and leaves them running when it stops.
+func TestAdoption(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, col{"a", "1s", "always"}, col{"b", "2s", "on-failure"})
+	rt := newFakeRuntime()
+	r1 := start(t, load(t, path), rt)
+	waitFor(t, "running", func() bool { return stateIs(r1.sup, "a", StateRunning)() && stateIs(r1.sup, "b", StateRunning)() })
+	pa, pb := rt.pid("a"), rt.pid("b")
+	r1.stop(t)
+	if rt.pid("a") != pa || rt.pid("b") != pb {
+		t.Fatalf("stopping the supervisor stopped collectors: %v", rt.eventList())
+	}
+	r2 := start(t, load(t, path), rt)
+	waitFor(t, "adopted", func() bool {
+		a, _ := collectorStatus(r2.sup, "a")
+		b, _ := collectorStatus(r2.sup, "b")
+		return a.State == StateRunning && a.Adopted && b.State == StateRunning && b.Adopted
+	})
+	if a, _ := collectorStatus(r2.sup, "a"); a.Pid != pa {
+		t.Errorf("pid a = %d, want %d", a.Pid, pa)
+	}
+	if rt.count("start a") != 1 || rt.count("start b") != 1 {
+		t.Errorf("events = %v", rt.eventList())
+	}
+	// Adopted tasks are supervised: an exit is restarted.
+	if err := rt.kill("a", 137); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restart", func() bool { a, _ := collectorStatus(r2.sup, "a"); return a.Restarts == 1 && a.State == StateRunning })
+}
+
+func TestStopCollectors(t *testing.T) {
+	dir := t.TempDir()
+	rt := newFakeRuntime()
+	r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", "always"})), rt, WithStopCollectors(true))
+	waitFor(t, "running", stateIs(r.sup, "a", StateRunning))
+	r.stop(t)
+	if rt.count("remove a") != 1 || rt.pid("a") != 0 {
+		t.Errorf("events = %v", rt.eventList())
+	}
+}
+
+// TestUnlessStoppedLeftStopped: at start, a container found stopped with an
+// unless-stopped or never policy stays stopped; always restarts it.
+func TestUnlessStoppedLeftStopped(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, col{"a", "1s", "unless-stopped"}, col{"b", "1s", "always"})
+	rt := newFakeRuntime()
+	r1 := start(t, load(t, path), rt, WithBackoff(time.Hour, time.Hour, time.Hour))
+	waitFor(t, "running", func() bool { return stateIs(r1.sup, "a", StateRunning)() && stateIs(r1.sup, "b", StateRunning)() })
+	r1.stop(t)
+	// Stopped by an operator while the supervisor was down.
+	for _, n := range []string{"a", "b"} {
+		if err := rt.kill(n, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r2 := start(t, load(t, path), rt)
+	waitFor(t, "a stopped, b running", func() bool { return stateIs(r2.sup, "a", StateStopped)() && stateIs(r2.sup, "b", StateRunning)() })
+	if rt.count("start a") != 1 {
+		t.Errorf("events = %v", rt.eventList())
+	}
+}
+
+// TestHotReload: a file change recreates only the changed collector, adds
+// and removes collectors; an invalid file is rejected and changes nothing.
+func TestHotReload(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, col{"a", "1s", "always"}, col{"b", "2s", "always"})
+	rt := newFakeRuntime()
+	r := start(t, load(t, path), rt)
+	waitFor(t, "running", func() bool { return stateIs(r.sup, "a", StateRunning)() && stateIs(r.sup, "b", StateRunning)() })
+	pa, pb := rt.pid("a"), rt.pid("b")
+	ha := specOf(r.sup, "a").Labels[LabelSpecHash]
+
+	// Poll interval of a changed; b's restart policy changed (not part of the spec).
+	writeConfig(t, dir, col{"a", "3s", "always"}, col{"b", "2s", "on-failure"})
+	waitFor(t, "reloaded", func() bool { return r.sup.Status().ReloadsOK == 1 })
+	waitFor(t, "a recreated", func() bool {
+		c, _ := collectorStatus(r.sup, "a")
+		return c.State == StateRunning && c.SpecHash != ha && c.Pid != pa
+	})
+	if rt.pid("b") != pb || rt.count("start b") != 1 {
+		t.Errorf("b was touched: %v", rt.eventList())
+	}
+	if b, _ := collectorStatus(r.sup, "b"); b.Restart != config.RestartOnFailure {
+		t.Errorf("b restart policy = %q", b.Restart)
+	}
+	if got := specOf(r.sup, "a").EnvValue("POLL_INTERVAL"); got != "3s" {
+		t.Errorf("POLL_INTERVAL = %q", got)
+	}
+	if st := r.sup.Status(); st.ReloadsOK != 1 || st.LastReloadError != "" {
+		t.Errorf("status = %+v", st)
+	}
+
+	// Invalid file: rejected with the reason, nothing touched.
+	events := len(rt.eventList())
+	bad := strings.Replace(mustRead(t, path), "restart: always", "restart: sometimes", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reload rejected", func() bool { return r.sup.Status().ReloadsFailed == 1 })
+	st := r.sup.Status()
+	if !strings.Contains(st.LastReloadError, "gateway.yaml:") || !strings.Contains(st.LastReloadError, `unknown restart policy "sometimes"`) {
+		t.Errorf("last_reload_error = %q", st.LastReloadError)
+	}
+	// SIGHUP on the same bad file: rejected again, still nothing touched.
+	r.sup.Reload()
+	waitFor(t, "reload rejected twice", func() bool { return r.sup.Status().ReloadsFailed == 2 })
+	if got := rt.eventList(); len(got) != events {
+		t.Errorf("invalid config changed something: %v", got[events:])
+	}
+
+	// b removed, c added.
+	writeConfig(t, dir, col{"a", "3s", "always"}, col{"c", "1s", "always"})
+	waitFor(t, "reloaded", func() bool { return r.sup.Status().ReloadsOK == 2 })
+	waitFor(t, "c running, b gone", func() bool {
+		_, hasB := collectorStatus(r.sup, "b")
+		return stateIs(r.sup, "c", StateRunning)() && !hasB
+	})
+	if rt.count("remove b") != 1 || rt.pid("b") != 0 {
+		t.Errorf("events = %v", rt.eventList())
+	}
+	if st := r.sup.Status(); st.LastReloadError != "" || st.ReloadsOK != 2 {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestSpecHash(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, col{"a", "1s", "always"})
+	s1 := BuildSpec(load(t, path), &load(t, path).Collectors[0])
+	s2 := BuildSpec(load(t, path), &load(t, path).Collectors[0])
+	if s1.Hash() != s2.Hash() {
+		t.Error("equal configs hash differently")
+	}
+	writeConfig(t, dir, col{"a", "1s", "never"})
+	if s3 := BuildSpec(load(t, path), &load(t, path).Collectors[0]); s3.Hash() != s1.Hash() {
+		t.Error("restart policy changed the spec hash")
+	}
+	writeConfig(t, dir, col{"a", "2s", "always"})
+	if s4 := BuildSpec(load(t, path), &load(t, path).Collectors[0]); s4.Hash() == s1.Hash() {
+		t.Error("poll interval did not change the spec hash")
+	}
+}
+
+func specOf(s *Supervisor, name string) Spec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.workers[name].spec
+}
