@@ -1,0 +1,183 @@
+// Package runenv reads a collector's environment (DESIGN.md, "Collector
+// environment"): everything a collector needs besides its device list, so the
+// same image runs under the supervisor and on a lab bench from env alone.
+package runenv
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults applied when a variable is unset.
+const (
+	DefaultPollInterval = 5 * time.Second
+	DefaultBroker       = "tcp://127.0.0.1:1883"
+	DefaultTopicPrefix  = "fieldgate"
+	DefaultConfigPath   = "/etc/fieldgate/collector.yaml"
+	DefaultDataDir      = "/var/lib/fieldgate"
+	DefaultLogLevel     = "info"
+)
+
+// Env is a collector's environment after defaults and validation.
+type Env struct {
+	PollInterval  time.Duration // POLL_INTERVAL, default 5s
+	Broker        string        // MQTT_BROKER normalised to a URL, default tcp://127.0.0.1:1883
+	Username      string        // MQTT_USERNAME
+	PasswordFile  string        // MQTT_PASSWORD_FILE
+	CAFile        string        // MQTT_CA_FILE
+	CertFile      string        // MQTT_CERT_FILE
+	KeyFile       string        // MQTT_KEY_FILE
+	TopicPrefix   string        // MQTT_TOPIC_PREFIX, default fieldgate
+	GatewayID     string        // GATEWAY_ID, default the hostname
+	CollectorName string        // COLLECTOR_NAME, default the protocol name
+	ConfigPath    string        // COLLECTOR_CONFIG, default /etc/fieldgate/collector.yaml
+	DataDir       string        // DATA_DIR, default /var/lib/fieldgate
+	LogLevel      string        // LOG_LEVEL: debug, info, warn, error; default info
+}
+
+// idRe is what may stand in a topic level: gateway and collector names.
+var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// Load reads the environment through getenv (os.Getenv in production) for a
+// collector of the given protocol ("modbus", "opcua") and reports every bad
+// variable at once, each named.
+func Load(getenv func(string) string, protocol string) (Env, error) {
+	e := Env{
+		PollInterval:  DefaultPollInterval,
+		Username:      getenv("MQTT_USERNAME"),
+		PasswordFile:  getenv("MQTT_PASSWORD_FILE"),
+		CAFile:        getenv("MQTT_CA_FILE"),
+		CertFile:      getenv("MQTT_CERT_FILE"),
+		KeyFile:       getenv("MQTT_KEY_FILE"),
+		TopicPrefix:   orDefault(getenv("MQTT_TOPIC_PREFIX"), DefaultTopicPrefix),
+		GatewayID:     getenv("GATEWAY_ID"),
+		CollectorName: orDefault(getenv("COLLECTOR_NAME"), protocol),
+		ConfigPath:    orDefault(getenv("COLLECTOR_CONFIG"), DefaultConfigPath),
+		DataDir:       orDefault(getenv("DATA_DIR"), DefaultDataDir),
+		LogLevel:      strings.ToLower(orDefault(getenv("LOG_LEVEL"), DefaultLogLevel)),
+	}
+	var problems []string
+	if v := getenv("POLL_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("POLL_INTERVAL: invalid duration %q (want e.g. 500ms, 5s, 1m)", v))
+		case d <= 0:
+			problems = append(problems, fmt.Sprintf("POLL_INTERVAL: must be positive, got %q", v))
+		default:
+			e.PollInterval = d
+		}
+	}
+	broker, err := NormalizeBroker(orDefault(getenv("MQTT_BROKER"), DefaultBroker))
+	if err != nil {
+		problems = append(problems, "MQTT_BROKER: "+err.Error())
+	}
+	e.Broker = broker
+	if e.GatewayID == "" {
+		e.GatewayID = hostnameID()
+	} else if !idRe.MatchString(e.GatewayID) {
+		problems = append(problems, fmt.Sprintf("GATEWAY_ID: %q may hold only letters, digits, '_' and '-' (it is a topic level)", e.GatewayID))
+	}
+	if !idRe.MatchString(e.CollectorName) {
+		problems = append(problems, fmt.Sprintf("COLLECTOR_NAME: %q may hold only letters, digits, '_' and '-' (it is a topic level)", e.CollectorName))
+	}
+	if strings.ContainsAny(e.TopicPrefix, "+#") || e.TopicPrefix == "" {
+		problems = append(problems, fmt.Sprintf("MQTT_TOPIC_PREFIX: %q must be a non-empty topic without wildcards", e.TopicPrefix))
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		problems = append(problems, "MQTT_CERT_FILE and MQTT_KEY_FILE: set both for mTLS, or neither")
+	}
+	if _, ok := levels[e.LogLevel]; !ok {
+		problems = append(problems, fmt.Sprintf("LOG_LEVEL: unknown level %q (valid: debug, info, warn, error)", e.LogLevel))
+	}
+	if len(problems) > 0 {
+		return e, fmt.Errorf("environment: %s", strings.Join(problems, "; "))
+	}
+	return e, nil
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// hostnameID is the hostname's first label made fit for a topic level.
+func hostnameID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "gateway"
+	}
+	h, _, _ = strings.Cut(h, ".")
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') {
+			return r
+		}
+		return '-'
+	}, h)
+}
+
+// defaultPorts are the MQTT ports of each scheme.
+var defaultPorts = map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883", "ws": "80", "wss": "443"}
+
+// NormalizeBroker turns every MQTT_BROKER form into a URL paho accepts:
+// "broker.local" → "tcp://broker.local:1883", "broker.local:1884" →
+// "tcp://broker.local:1884", and URLs with scheme tcp, ssl, ws or wss (mqtt,
+// mqtts and tls are accepted as aliases) get their default port when they
+// have none.
+func NormalizeBroker(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", fmt.Errorf("empty broker address")
+	}
+	if !strings.Contains(s, "://") {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil {
+			host, port = s, "1883"
+		}
+		if host == "" || strings.ContainsAny(host, "/ ") {
+			return "", fmt.Errorf("invalid broker %q (want host, host:port or tcp://, ssl://, ws:// URL)", s)
+		}
+		return "tcp://" + net.JoinHostPort(host, port), nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("invalid broker %q: %w", s, err)
+	}
+	scheme := strings.ToLower(u.Scheme)
+	port, ok := defaultPorts[scheme]
+	if !ok {
+		return "", fmt.Errorf("unknown scheme %q in broker %q (valid: tcp, ssl, ws, wss)", u.Scheme, s)
+	}
+	switch scheme {
+	case "mqtt":
+		scheme = "tcp"
+	case "mqtts", "tls":
+		scheme = "ssl"
+	}
+	if u.Hostname() == "" {
+		return "", fmt.Errorf("broker %q has no host", s)
+	}
+	if u.Port() != "" {
+		port = u.Port()
+	}
+	u.Scheme = scheme
+	u.Host = net.JoinHostPort(u.Hostname(), port)
+	return u.String(), nil
+}
+
+var levels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+
+// Logger returns a text logger at the environment's level writing to w, with
+// the collector's name on every line.
+func (e Env) Logger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: levels[e.LogLevel]})).With("collector", e.CollectorName)
+}

@@ -1,0 +1,73 @@
+package runenv
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNormalizeBroker(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "broker.local", want: "tcp://broker.local:1883"},
+		{in: "broker.local:1884", want: "tcp://broker.local:1884"},
+		{in: "10.0.0.7", want: "tcp://10.0.0.7:1883"},
+		{in: "[::1]:1883", want: "tcp://[::1]:1883"},
+		{in: "tcp://broker.local", want: "tcp://broker.local:1883"},
+		{in: "tcp://broker.local:1883", want: "tcp://broker.local:1883"},
+		{in: "ssl://broker.local", want: "ssl://broker.local:8883"},
+		{in: "mqtts://broker.local:9999", want: "ssl://broker.local:9999"},
+		{in: "ws://broker.local/mqtt", want: "ws://broker.local:80/mqtt"},
+		{in: "wss://broker.local:8443/mqtt", want: "wss://broker.local:8443/mqtt"},
+		{in: "http://broker.local", err: `unknown scheme "http"`},
+		{in: "", err: "empty broker"},
+		{in: "tcp://", err: "has no host"},
+	}
+	for _, tc := range tests {
+		got, err := NormalizeBroker(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("NormalizeBroker(%q) error = %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("NormalizeBroker(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	env := map[string]string{"POLL_INTERVAL": "250ms", "MQTT_BROKER": "broker.local", "GATEWAY_ID": "line3-gw01"}
+	e, err := Load(func(k string) string { return env[k] }, "modbus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.PollInterval != 250*time.Millisecond || e.Broker != "tcp://broker.local:1883" || e.CollectorName != "modbus" ||
+		e.TopicPrefix != "fieldgate" || e.DataDir != DefaultDataDir || e.ConfigPath != DefaultConfigPath || e.GatewayID != "line3-gw01" {
+		t.Errorf("Load = %+v", e)
+	}
+}
+
+func TestLoadDefaults(t *testing.T) {
+	e, err := Load(func(string) string { return "" }, "opcua")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.PollInterval != DefaultPollInterval || e.Broker != DefaultBroker || e.GatewayID == "" || e.CollectorName != "opcua" {
+		t.Errorf("defaults = %+v", e)
+	}
+}
+
+func TestLoadErrorsNameEveryVariable(t *testing.T) {
+	env := map[string]string{"POLL_INTERVAL": "5", "MQTT_BROKER": "http://x", "GATEWAY_ID": "a/b",
+		"COLLECTOR_NAME": "x y", "LOG_LEVEL": "loud", "MQTT_CERT_FILE": "c.pem", "MQTT_TOPIC_PREFIX": "a/#"}
+	_, err := Load(func(k string) string { return env[k] }, "modbus")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, name := range []string{"POLL_INTERVAL", "MQTT_BROKER", "GATEWAY_ID", "COLLECTOR_NAME", "LOG_LEVEL", "MQTT_KEY_FILE", "MQTT_TOPIC_PREFIX"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
