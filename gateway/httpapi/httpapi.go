@@ -1,0 +1,179 @@
+// Package httpapi serves the supervisor's HTTP endpoints on gateway.listen:
+// /healthz, /status (JSON) and /metrics (Prometheus).
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"fieldgate/gateway/supervisor"
+)
+
+// StatusSource gives the supervisor's current status.
+type StatusSource interface {
+	Status() supervisor.Status
+}
+
+// shutdownTimeout bounds how long Run waits for in-flight requests at stop.
+const shutdownTimeout = 5 * time.Second
+
+// Server serves the endpoints. Create it with New.
+type Server struct {
+	addr string
+	src  StatusSource
+	log  *slog.Logger
+	mux  *http.ServeMux
+	ln   net.Listener
+}
+
+// New returns a server for addr (HOST:PORT; port 0 picks a free one, see
+// Addr) reporting src.
+func New(addr string, src StatusSource, log *slog.Logger) (*Server, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("http listen address %q: %w", addr, err)
+	}
+	if src == nil {
+		return nil, errors.New("httpapi: no status source")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{addr: addr, src: src, log: log}
+	s.mux = Handler(src)
+	return s, nil
+}
+
+// Handler returns the endpoints' handler.
+func Handler(src StatusSource) *http.ServeMux {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&metrics{src: src},
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(src.Status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Listen binds the address; Run calls it if it was not called before.
+func (s *Server) Listen() error {
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("http listen on %q: %w", s.addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the bound address (after Listen).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Run serves until ctx is done, then shuts down within shutdownTimeout.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.ln) }()
+	s.log.Info("http listening", "addr", s.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// metrics exports the supervisor status at scrape time, so the numbers are
+// exactly those of /status.
+type metrics struct{ src StatusSource }
+
+var (
+	descUp = prometheus.NewDesc("fieldgate_collector_up",
+		"1 when the collector's task is running.", []string{"collector"}, nil)
+	descRestarts = prometheus.NewDesc("fieldgate_collector_restarts_total",
+		"Restarts of the collector's task by its restart policy since the supervisor started.", []string{"collector"}, nil)
+	descState = prometheus.NewDesc("fieldgate_collector_state",
+		"1 for the collector's current state (starting, running, backoff, crashloop, exited, stopped, error).", []string{"collector", "state"}, nil)
+	descLastExit = prometheus.NewDesc("fieldgate_collector_last_exit_code",
+		"Exit code of the collector's last exited task.", []string{"collector"}, nil)
+	descStarted = prometheus.NewDesc("fieldgate_collector_start_time_seconds",
+		"Unix time the collector's task started.", []string{"collector"}, nil)
+	descReloads = prometheus.NewDesc("fieldgate_reload_total",
+		"Config reloads by result (ok, error).", []string{"result"}, nil)
+	descInfo = prometheus.NewDesc("fieldgate_build_info",
+		"fieldgate version and gateway id.", []string{"version", "gateway"}, nil)
+)
+
+var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supervisor.StateBackoff,
+	supervisor.StateCrashLoop, supervisor.StateExited, supervisor.StateStopped, supervisor.StateError}
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descRestarts, descState, descLastExit, descStarted, descReloads, descInfo} {
+		ch <- d
+	}
+}
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.src.Status()
+	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Version, st.GatewayID)
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "ok")
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "error")
+	for _, c := range st.Collectors {
+		up := 0.0
+		if c.State == supervisor.StateRunning {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, c.Name)
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(c.Restarts), c.Name)
+		for _, s := range allStates {
+			v := 0.0
+			if c.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, c.Name, s)
+		}
+		if c.LastExit != nil {
+			ch <- prometheus.MustNewConstMetric(descLastExit, prometheus.GaugeValue, float64(c.LastExit.Code), c.Name)
+		}
+		if c.StartedAt != nil {
+			ch <- prometheus.MustNewConstMetric(descStarted, prometheus.GaugeValue, float64(c.StartedAt.UnixNano())/1e9, c.Name)
+		}
+	}
+}

@@ -1,0 +1,117 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"fieldgate/gateway/supervisor"
+)
+
+type fakeSource struct{ st supervisor.Status }
+
+func (f fakeSource) Status() supervisor.Status { return f.st }
+
+func testStatus() supervisor.Status {
+	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	return supervisor.Status{
+		GatewayID: "gw1", Version: "v1", ReloadsOK: 2, ReloadsFailed: 1,
+		LastReloadError: "gateway.yaml:7: unknown key \"x\"",
+		Collectors: []supervisor.CollectorStatus{
+			{Name: "modbus-line3", Image: "fieldgate/collector-modbus:latest", ImageDigest: "sha256:abc",
+				State: supervisor.StateRunning, Restarts: 3, Pid: 4242, StartedAt: &at, SpecHash: "ff",
+				LastExit: &supervisor.Exit{Code: 137, At: at}},
+			{Name: "opcua-boiler", State: supervisor.StateCrashLoop, LastError: "boom"},
+		},
+	}
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(b)
+}
+
+func TestStatusJSON(t *testing.T) {
+	h := Handler(fakeSource{testStatus()})
+	code, body := get(t, h, "/status")
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	var v map[string]any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v["gateway_id"] != "gw1" || v["last_reload_error"] == "" {
+		t.Errorf("status = %s", body)
+	}
+	c := v["collectors"].([]any)[0].(map[string]any)
+	for _, k := range []string{"name", "image", "image_digest", "state", "restarts", "last_exit", "started_at", "pid", "spec_hash", "last_error"} {
+		if _, ok := c[k]; !ok {
+			t.Errorf("collector lacks %q: %s", k, body)
+		}
+	}
+	if c["last_exit"].(map[string]any)["code"] != 137.0 || c["pid"] != 4242.0 {
+		t.Errorf("collector = %v", c)
+	}
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	h := Handler(fakeSource{testStatus()})
+	if code, body := get(t, h, "/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	code, body := get(t, h, "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics %d", code)
+	}
+	for _, want := range []string{
+		`fieldgate_collector_restarts_total{collector="modbus-line3"} 3`,
+		`fieldgate_collector_up{collector="modbus-line3"} 1`,
+		`fieldgate_collector_up{collector="opcua-boiler"} 0`,
+		`fieldgate_collector_state{collector="opcua-boiler",state="crashloop"} 1`,
+		`fieldgate_collector_last_exit_code{collector="modbus-line3"} 137`,
+		`fieldgate_reload_total{result="error"} 1`,
+		`fieldgate_reload_total{result="ok"} 2`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	s, err := New("127.0.0.1:0", fakeSource{testStatus()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	resp, err := http.Get("http://" + s.Addr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("status %d", resp.StatusCode)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if _, err := New("nope", fakeSource{}, nil); err == nil {
+		t.Error("bad address accepted")
+	}
+}
