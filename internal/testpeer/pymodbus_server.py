@@ -72,6 +72,7 @@ async def main():
             context=ctx,
             framer=ModbusSocketFramer,
             address=("127.0.0.1", int(cfg.get("port", 0))),
+            allow_reuse_address=True,
             defer_start=True,
         )
         task = asyncio.create_task(server.serve_forever())
