@@ -13,19 +13,23 @@ import (
 	"fieldgate/collectors/reading"
 )
 
-// statusName is the symbolic name of an OPC UA status code without the
-// "Status" prefix gopcua adds ("BadNodeIdUnknown"), or its hex value when
-// the code is unknown.
+// specName undoes gopcua's Go-style initialisms so status names read as in
+// the OPC UA specification (BadNodeIdUnknown, BadTcpEndpointUrlInvalid).
+var specName = strings.NewReplacer("ID", "Id", "URI", "Uri", "URL", "Url", "TCP", "Tcp")
+
+// statusName is the specification's symbolic name of an OPC UA status code
+// ("BadNodeIdUnknown"), or its hex value when the code is unknown.
 func statusName(s ua.StatusCode) string {
-	if d, ok := ua.StatusCodes[s]; ok && d.Name != "" {
-		return strings.TrimPrefix(d.Name, "Status")
+	d, ok := ua.StatusCodes[s]
+	if !ok || d.Name == "" {
+		// Info bits (overflow, limits) are in the low word; the name is in
+		// the high one.
+		d, ok = ua.StatusCodes[s&0xFFFF0000]
 	}
-	// Info bits (overflow, limits) are in the low word; the name is in the
-	// high one.
-	if d, ok := ua.StatusCodes[s&0xFFFF0000]; ok && d.Name != "" {
-		return strings.TrimPrefix(d.Name, "Status")
+	if !ok || d.Name == "" {
+		return fmt.Sprintf("0x%08X", uint32(s))
 	}
-	return fmt.Sprintf("0x%08X", uint32(s))
+	return specName.Replace(strings.TrimPrefix(d.Name, "Status"))
 }
 
 // quality maps the severity bits of a status code (Part 4, 7.39): 00 good,
