@@ -1,0 +1,52 @@
+# fieldgate — see README.md. Every target installs what it needs itself.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN := bin
+# CI (CI=true) turns a missing test peer into a failure instead of a skip.
+ifeq ($(CI),true)
+export FIELDGATE_REQUIRE_ALL ?= 1
+endif
+FUZZTIME ?= 10s
+# Fuzz targets as package:Target, each run for FUZZTIME by `make test` and
+# longer by `make fuzz`.
+FUZZ_TARGETS := \
+	./collectors/configfile:FuzzDecode \
+	./collectors/reading:FuzzAppendJSON
+
+.PHONY: help setup build images test unit fuzz bench demo firmware clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: ## install host packages and node modules the tests and demo need (idempotent)
+	@scripts/setup-host.sh
+	@if [ -x scripts/setup-node.sh ]; then scripts/setup-node.sh; fi
+
+build: ## build every command into bin/
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./gateway/cmd/... ./collectors/cmd/... ./devices/cmd/...
+
+images: ## build the collector OCI image archives into dist/images/
+	@firmware/build-images.sh $(VERSION)
+
+test: setup ## run every test (unit, real-peer integration, short fuzzing) — what CI runs
+	$(GO) vet ./...
+	$(GO) test -race -timeout 40m -count=1 ./...
+	@scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
+
+fuzz: ## fuzz every target for longer (FUZZTIME=5m by default here)
+	@scripts/fuzz.sh $(if $(filter command line,$(origin FUZZTIME)),$(FUZZTIME),5m) $(FUZZ_TARGETS)
+
+bench: setup ## run the benchmarks and print the figures
+	@scripts/bench.sh
+
+demo: setup build images ## the one-command demo: simulated devices, local broker, local containerd
+	@scripts/demo.sh
+
+firmware: images build ## the flashable gateway bundle into dist/
+	@firmware/build-bundle.sh $(VERSION)
+
+clean: ## remove build output
+	rm -rf $(BIN) dist
