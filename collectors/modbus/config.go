@@ -10,11 +10,13 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"fieldgate/collectors/configfile"
 	"fieldgate/devices/profiles"
+	"gopkg.in/yaml.v3"
 )
 
 // Table is a Modbus data table.
@@ -266,14 +268,14 @@ const DefaultTCPPort = "502"
 // rawConfig mirrors Config with pointers where an explicit zero differs from
 // "not set" (retries: 0, max_gap: 0, unit_id: 0).
 type rawConfig struct {
-	Transport string               `yaml:"transport"`
-	Serial    SerialConfig         `yaml:"serial"`
-	TCP       TCPConfig            `yaml:"tcp"`
-	Timeout   *configfile.Duration `yaml:"timeout"`
-	Retries   *int                 `yaml:"retries"`
-	Backoff   BackoffConfig        `yaml:"backoff"`
-	Devices   []rawDevice          `yaml:"devices"`
-	Pos       configfile.Pos       `yaml:"-"`
+	Transport string              `yaml:"transport"`
+	Serial    SerialConfig        `yaml:"serial"`
+	TCP       TCPConfig           `yaml:"tcp"`
+	Timeout   configfile.Duration `yaml:"timeout"`
+	Retries   *int                `yaml:"retries"`
+	Backoff   BackoffConfig       `yaml:"backoff"`
+	Devices   []rawDevice         `yaml:"devices"`
+	Pos       configfile.Pos      `yaml:"-"`
 }
 
 type rawDevice struct {
@@ -295,62 +297,138 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // keys are errors), applies the defaults, expands device profiles and validates
 // the result. A file whose only top-level key is `modbus:` is accepted as well.
 // Every problem is reported in one *configfile.Errors, one "FILE:LINE: message"
-// each, naming the device and tag.
+// each, naming the device and tag, at the line of the offending key.
+//
+// Defaults: timeout 500ms (also for timeout: 0), retries 1, backoff 1s..60s,
+// serial 19200 8N1, unit_id 1, max_registers_per_request 125,
+// max_bits_per_request 2000, max_gap DefaultMaxGap, byte_order ABCD on
+// register tags, type bool on coil and discrete_input tags, port 502 on a tcp
+// address without one.
 func ParseConfig(path string, data []byte) (*Config, error) {
 	var raw rawConfig
 	errs := configfile.NewErrors(path)
 	errs.Merge(configfile.Pos{}, configfile.Decode(path, data, &raw, configfile.Unwrap("modbus")))
-	cfg := build(&raw, errs)
+	loc, ok := newLocator(data)
+	if !ok {
+		return nil, errs.Err() // invalid YAML: nothing to validate
+	}
+	if raw.Pos.Line == 0 {
+		raw.Pos.Line = 1
+	}
+	loc.root = raw.Pos
+	v := validator{errs: errs, loc: loc}
+	cfg := v.config(&raw)
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
 }
 
-// build applies defaults and validates, recording problems in errs.
-func build(raw *rawConfig, errs *configfile.Errors) *Config {
+// locator knows the line of every key of the file by its path
+// ("serial.baud", "devices[2].tags[0].bit").
+type locator struct {
+	lines map[string]int
+	root  configfile.Pos
+}
+
+func newLocator(data []byte) (locator, bool) {
+	l := locator{lines: map[string]int{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return l, false
+	}
+	if len(doc.Content) == 0 {
+		return l, true
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == "modbus" {
+		root = root.Content[1]
+	}
+	l.walk(root, "")
+	return l, true
+}
+
+// walk records key lines; aliases are not followed (their keys live elsewhere).
+func (l locator) walk(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := path + "." + n.Content[i].Value
+			if path == "" {
+				k = n.Content[i].Value
+			}
+			if _, dup := l.lines[k]; !dup {
+				l.lines[k] = n.Content[i].Line
+			}
+			l.walk(n.Content[i+1], k)
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			k := fmt.Sprintf("%s[%d]", path, i)
+			l.lines[k] = item.Line
+			l.walk(item, k)
+		}
+	}
+}
+
+// at is the position of the key at path, else fallback, else the file's top.
+func (l locator) at(path string, fallback configfile.Pos) configfile.Pos {
+	if line, ok := l.lines[path]; ok && path != "" {
+		return configfile.Pos{Line: line}
+	}
+	if fallback.Line == 0 {
+		return l.root
+	}
+	return fallback
+}
+
+// validator applies defaults and records every problem.
+type validator struct {
+	errs *configfile.Errors
+	loc  locator
+}
+
+func (v *validator) add(path string, fallback configfile.Pos, format string, args ...any) {
+	v.errs.Add(v.loc.at(path, fallback), format, args...)
+}
+
+func (v *validator) config(raw *rawConfig) *Config {
 	cfg := &Config{
 		Transport: raw.Transport,
 		Serial:    raw.Serial,
 		TCP:       raw.TCP,
-		Timeout:   configfile.Duration(DefaultTimeout),
+		Timeout:   raw.Timeout,
 		Retries:   DefaultRetries,
 		Backoff:   raw.Backoff,
 		Pos:       raw.Pos,
 	}
-	at := func(p configfile.Pos) configfile.Pos {
-		if p.Line == 0 {
-			return raw.Pos
-		}
-		return p
-	}
+	root := raw.Pos
 	switch cfg.Transport {
 	case TransportRTU, TransportTCP:
 	case "":
-		errs.Add(raw.Pos, "transport is required (valid: rtu, tcp)")
+		v.add("transport", root, "transport is required (valid: rtu, tcp)")
 	default:
-		errs.Add(raw.Pos, "unknown transport %q (valid: rtu, tcp)", cfg.Transport)
+		v.add("transport", root, "unknown transport %q (valid: rtu, tcp)", cfg.Transport)
 	}
-	if raw.Timeout != nil {
-		if *raw.Timeout <= 0 {
-			errs.Add(raw.Pos, "timeout must be positive, got %s", raw.Timeout)
-		} else {
-			cfg.Timeout = *raw.Timeout
-		}
+	if cfg.Timeout < 0 {
+		v.add("timeout", root, "timeout must be positive, got %s", cfg.Timeout)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = configfile.Duration(DefaultTimeout)
 	}
 	if raw.Retries != nil {
 		if *raw.Retries < 0 {
-			errs.Add(raw.Pos, "retries must be 0 or more, got %d", *raw.Retries)
+			v.add("retries", root, "retries must be 0 or more, got %d", *raw.Retries)
 		} else {
 			cfg.Retries = *raw.Retries
 		}
 	}
 	b := &cfg.Backoff
 	if b.Initial < 0 {
-		errs.Add(at(b.Pos), "backoff.initial must be positive, got %s", b.Initial)
+		v.add("backoff.initial", root, "backoff.initial must be positive, got %s", b.Initial)
 	}
 	if b.Max < 0 {
-		errs.Add(at(b.Pos), "backoff.max must be positive, got %s", b.Max)
+		v.add("backoff.max", root, "backoff.max must be positive, got %s", b.Max)
 	}
 	if b.Initial <= 0 {
 		b.Initial = configfile.Duration(DefaultBackoffInitial)
@@ -359,44 +437,45 @@ func build(raw *rawConfig, errs *configfile.Errors) *Config {
 		b.Max = configfile.Duration(max(DefaultBackoffMax, b.Initial.D()))
 	}
 	if b.Max < b.Initial {
-		errs.Add(at(b.Pos), "backoff.max %s is less than backoff.initial %s", b.Max, b.Initial)
+		v.add("backoff.max", root, "backoff.max %s is less than backoff.initial %s", b.Max, b.Initial)
 	}
 
 	if cfg.Transport == TransportRTU {
-		validateSerial(&cfg.Serial, at(cfg.Serial.Pos), errs)
+		v.serial(&cfg.Serial, root)
 	}
 	if cfg.Transport == TransportTCP && cfg.TCP.Address != "" {
 		addr, err := normalizeTCPAddress(cfg.TCP.Address)
 		if err != nil {
-			errs.Add(at(cfg.TCP.Pos), "tcp.address: %v", err)
+			v.add("tcp.address", root, "tcp.address: %v", err)
 		}
 		cfg.TCP.Address = addr
 	}
 
 	if len(raw.Devices) == 0 {
-		errs.Add(raw.Pos, "devices: at least one device is required")
+		v.add("devices", root, "devices: at least one device is required")
 	}
 	names := map[string]int{}            // device name -> line
 	units := map[string]map[int]string{} // bus -> unit id -> device
 	for i := range raw.Devices {
-		d := buildDevice(cfg, &raw.Devices[i], i, errs)
+		path := fmt.Sprintf("devices[%d]", i)
+		d := v.device(cfg, &raw.Devices[i], path)
 		if d.Name != "" {
 			if line, dup := names[d.Name]; dup {
-				errs.Add(d.Pos, "duplicate device name %q (first at line %d)", d.Name, line)
+				v.add(path+".name", d.Pos, "duplicate device name %q (first at line %d)", d.Name, line)
 			} else {
-				names[d.Name] = d.Pos.Line
+				names[d.Name] = v.loc.at(path+".name", d.Pos).Line
 			}
 		}
-		bus := d.Address
+		bus := d.Address // "" for the serial line
 		if units[bus] == nil {
 			units[bus] = map[int]string{}
 		}
 		if other, dup := units[bus][d.UnitID]; dup {
-			if cfg.Transport == TransportRTU {
-				errs.Add(d.Pos, "device %q: unit_id %d already used by device %q on the serial line", d.Name, d.UnitID, other)
-			} else if cfg.Transport == TransportTCP {
-				errs.Add(d.Pos, "device %q: unit_id %d already used by device %q at %s", d.Name, d.UnitID, other, bus)
+			where := "at " + bus
+			if cfg.Transport != TransportTCP {
+				where = "on the serial line"
 			}
+			v.add(path+".unit_id", d.Pos, "device %q: unit_id %d already used by device %q %s", d.Name, d.UnitID, other, where)
 		} else {
 			units[bus][d.UnitID] = d.Name
 		}
@@ -405,31 +484,34 @@ func build(raw *rawConfig, errs *configfile.Errors) *Config {
 	return cfg
 }
 
-func validateSerial(s *SerialConfig, pos configfile.Pos, errs *configfile.Errors) {
+func (v *validator) serial(s *SerialConfig, root configfile.Pos) {
+	if s.Pos.Line > 0 {
+		root = s.Pos
+	}
 	if s.Port == "" {
-		errs.Add(pos, "serial.port is required with transport rtu")
+		v.add("serial", root, "serial.port is required with transport rtu")
 	}
 	if s.Baud == 0 {
 		s.Baud = DefaultBaud
 	} else if s.Baud < 50 || s.Baud > 4000000 {
-		errs.Add(pos, "serial.baud %d out of range (50..4000000)", s.Baud)
+		v.add("serial.baud", root, "serial.baud %d out of range (50..4000000)", s.Baud)
 	}
 	if s.DataBits == 0 {
 		s.DataBits = DefaultDataBits
 	} else if s.DataBits < 5 || s.DataBits > 8 {
-		errs.Add(pos, "serial.data_bits %d out of range (5..8)", s.DataBits)
+		v.add("serial.data_bits", root, "serial.data_bits %d out of range (5..8)", s.DataBits)
 	}
 	switch s.Parity {
 	case "":
 		s.Parity = DefaultParity
 	case "N", "E", "O":
 	default:
-		errs.Add(pos, "unknown serial.parity %q (valid: N, E, O)", s.Parity)
+		v.add("serial.parity", root, "unknown serial.parity %q (valid: N, E, O)", s.Parity)
 	}
 	if s.StopBits == 0 {
 		s.StopBits = DefaultStopBits
 	} else if s.StopBits != 1 && s.StopBits != 2 {
-		errs.Add(pos, "serial.stop_bits %d out of range (valid: 1, 2)", s.StopBits)
+		v.add("serial.stop_bits", root, "serial.stop_bits %d out of range (valid: 1, 2)", s.StopBits)
 	}
 }
 
@@ -437,22 +519,21 @@ func validateSerial(s *SerialConfig, pos configfile.Pos, errs *configfile.Errors
 func normalizeTCPAddress(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		if strings.Contains(err.Error(), "missing port") {
-			host, port = strings.Trim(addr, "[]"), DefaultTCPPort
-		} else {
+		if !strings.Contains(err.Error(), "missing port") {
 			return addr, fmt.Errorf("invalid address %q (want host:port)", addr)
 		}
+		host, port = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), DefaultTCPPort
 	}
-	if host == "" {
+	if host == "" || strings.ContainsAny(host, "[]/ ") {
 		return addr, fmt.Errorf("invalid address %q: no host", addr)
 	}
-	if n, err := net.LookupPort("tcp", port); err != nil || n <= 0 {
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return addr, fmt.Errorf("invalid address %q: bad port %q", addr, port)
 	}
 	return net.JoinHostPort(host, port), nil
 }
 
-func buildDevice(cfg *Config, rd *rawDevice, i int, errs *configfile.Errors) Device {
+func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 	d := Device{
 		Name:                   rd.Name,
 		UnitID:                 DefaultUnitID,
@@ -464,40 +545,40 @@ func buildDevice(cfg *Config, rd *rawDevice, i int, errs *configfile.Errors) Dev
 		Pos:                    rd.Pos,
 	}
 	if d.Pos.Line == 0 {
-		d.Pos = cfg.Pos
+		d.Pos = v.loc.at(path, cfg.Pos)
 	}
 	who := fmt.Sprintf("device %q", d.Name)
 	switch {
 	case d.Name == "":
-		who = fmt.Sprintf("devices[%d]", i)
-		errs.Add(d.Pos, "%s: name is required", who)
+		who = path
+		v.add("", d.Pos, "%s: name is required", who)
 	case !nameRE.MatchString(d.Name):
-		errs.Add(d.Pos, "%s: invalid name (use letters, digits, '_', '-', '.')", who)
+		v.add(path+".name", d.Pos, "%s: invalid name (use letters, digits, '_', '-', '.')", who)
 	}
 	if rd.UnitID != nil {
 		d.UnitID = *rd.UnitID
 		switch {
 		case cfg.Transport == TransportRTU && (d.UnitID < 1 || d.UnitID > 247):
-			errs.Add(d.Pos, "%s: unit_id %d out of range (1..247 on rtu)", who, d.UnitID)
+			v.add(path+".unit_id", d.Pos, "%s: unit_id %d out of range (1..247 on rtu)", who, d.UnitID)
 		case cfg.Transport != TransportRTU && (d.UnitID < 0 || d.UnitID > 247) && d.UnitID != 255:
-			errs.Add(d.Pos, "%s: unit_id %d out of range (0..247, or 255, on tcp)", who, d.UnitID)
+			v.add(path+".unit_id", d.Pos, "%s: unit_id %d out of range (0..247, or 255, on tcp)", who, d.UnitID)
 		}
 	}
 	switch cfg.Transport {
 	case TransportRTU:
 		if d.Address != "" {
-			errs.Add(d.Pos, "%s: address applies only to transport tcp", who)
+			v.add(path+".address", d.Pos, "%s: address applies only to transport tcp", who)
 		}
 	case TransportTCP:
 		if d.Address == "" {
 			d.Address = cfg.TCP.Address
 			if d.Address == "" {
-				errs.Add(d.Pos, "%s: address is required when tcp.address is not set", who)
+				v.add("", d.Pos, "%s: address is required when tcp.address is not set", who)
 			}
 		} else {
 			addr, err := normalizeTCPAddress(d.Address)
 			if err != nil {
-				errs.Add(d.Pos, "%s: address: %v", who, err)
+				v.add(path+".address", d.Pos, "%s: address: %v", who, err)
 			}
 			d.Address = addr
 		}
@@ -505,66 +586,82 @@ func buildDevice(cfg *Config, rd *rawDevice, i int, errs *configfile.Errors) Dev
 	if rd.MaxRegistersPerRequest != nil {
 		d.MaxRegistersPerRequest = *rd.MaxRegistersPerRequest
 		if d.MaxRegistersPerRequest < 1 || d.MaxRegistersPerRequest > MaxRegisters {
-			errs.Add(d.Pos, "%s: max_registers_per_request %d out of range (1..%d)", who, d.MaxRegistersPerRequest, MaxRegisters)
+			v.add(path+".max_registers_per_request", d.Pos, "%s: max_registers_per_request %d out of range (1..%d)", who, d.MaxRegistersPerRequest, MaxRegisters)
+			d.MaxRegistersPerRequest = MaxRegisters
 		}
 	}
 	if rd.MaxBitsPerRequest != nil {
 		d.MaxBitsPerRequest = *rd.MaxBitsPerRequest
 		if d.MaxBitsPerRequest < 1 || d.MaxBitsPerRequest > MaxBits {
-			errs.Add(d.Pos, "%s: max_bits_per_request %d out of range (1..%d)", who, d.MaxBitsPerRequest, MaxBits)
+			v.add(path+".max_bits_per_request", d.Pos, "%s: max_bits_per_request %d out of range (1..%d)", who, d.MaxBitsPerRequest, MaxBits)
+			d.MaxBitsPerRequest = MaxBits
 		}
 	}
 	if rd.MaxGap != nil {
 		d.MaxGap = *rd.MaxGap
 		if d.MaxGap < 0 {
-			errs.Add(d.Pos, "%s: max_gap must be 0 or more, got %d", who, d.MaxGap)
+			v.add(path+".max_gap", d.Pos, "%s: max_gap must be 0 or more, got %d", who, d.MaxGap)
 		}
 	}
 
+	// Tags from the file, then the profile's merged in; paths[k] is the
+	// file path of d.Tags[k] ("" for a tag that came from the profile).
 	seen := map[string]int{}
+	var paths []string
 	for j := range rd.Tags {
 		t := rd.Tags[j]
+		tp := fmt.Sprintf("%s.tags[%d]", path, j)
 		if t.Pos.Line == 0 {
-			t.Pos = d.Pos
+			t.Pos = v.loc.at(tp, d.Pos)
 		}
 		if t.Name != "" {
 			if line, dup := seen[t.Name]; dup {
-				errs.Add(t.Pos, "%s: duplicate tag name %q (first at line %d)", who, t.Name, line)
+				v.add(tp+".name", t.Pos, "%s: duplicate tag name %q (first at line %d)", who, t.Name, line)
 				continue
 			}
-			seen[t.Name] = t.Pos.Line
+			seen[t.Name] = v.loc.at(tp+".name", t.Pos).Line
 		}
 		d.Tags = append(d.Tags, t)
+		paths = append(paths, tp)
 	}
+	profileOK := true
 	if d.Profile != "" {
-		d.Tags = expandProfile(&d, who, errs)
+		d.Tags, paths, profileOK = v.expandProfile(&d, paths, path, who)
 	}
 	for j := range d.Tags {
-		validateTag(&d, &d.Tags[j], j, who, errs)
+		v.tag(&d, &d.Tags[j], paths[j], who)
 	}
-	if len(d.Tags) == 0 && d.Name != "" {
-		errs.Add(d.Pos, "%s: no tags (give tags or a profile)", who)
+	if len(d.Tags) == 0 && profileOK {
+		v.add(path+".tags", d.Pos, "%s: no tags (give tags or a profile)", who)
 	}
 	return d
 }
 
-// validateTag applies defaults to t and checks it; who names the device.
-func validateTag(d *Device, t *Tag, j int, who string, errs *configfile.Errors) {
+// tag applies defaults to t and checks it; path is its place in the file
+// ("" for a profile tag: problems are then reported at the device).
+func (v *validator) tag(d *Device, t *Tag, path string, who string) {
 	if t.Name == "" {
-		errs.Add(t.Pos, "%s: tags[%d]: name is required", who, j)
-		who = fmt.Sprintf("%s: tags[%d]", who, j)
+		who = fmt.Sprintf("%s: %s", who, path[strings.LastIndex(path, ".")+1:])
+		v.add("", t.Pos, "%s: name is required", who)
 	} else {
 		who = fmt.Sprintf("%s: tag %q", who, t.Name)
+		if path == "" {
+			who = fmt.Sprintf("%s (from profile %q)", who, d.Profile)
+		}
 	}
-	bad := func(format string, args ...any) {
-		errs.Add(t.Pos, "%s: "+format, append([]any{who}, args...)...)
+	bad := func(key, format string, args ...any) {
+		p := ""
+		if path != "" && key != "" {
+			p = path + "." + key
+		}
+		v.add(p, t.Pos, "%s: "+format, append([]any{who}, args...)...)
 	}
 	tableOK := t.Table.Valid()
 	switch {
 	case t.Table == "":
-		bad("table is required (valid: %s)", joinValid(validTables))
+		bad("", "table is required (valid: %s)", joinValid(validTables))
 	case !tableOK:
-		bad("unknown table %q (valid: %s)", t.Table, joinValid(validTables))
+		bad("table", "unknown table %q (valid: %s)", t.Table, joinValid(validTables))
 	}
 	if t.Type == "" && t.Table.IsBit() {
 		t.Type = TypeBool
@@ -572,73 +669,77 @@ func validateTag(d *Device, t *Tag, j int, who string, errs *configfile.Errors) 
 	typeOK := slices.Contains(validTypes, t.Type)
 	switch {
 	case t.Type == "":
-		bad("type is required (valid: %s)", joinValid(validTypes))
+		bad("", "type is required (valid: %s)", joinValid(validTypes))
 	case !typeOK:
-		bad("unknown type %q (valid: %s)", t.Type, joinValid(validTypes))
+		bad("type", "unknown type %q (valid: %s)", t.Type, joinValid(validTypes))
 	}
 	if t.Table.IsBit() && typeOK && t.Type != TypeBool {
-		bad("type %s on table %s: coils and discrete inputs hold single bits (use bool)", t.Type, t.Table)
+		bad("type", "type %s on table %s: coils and discrete inputs hold single bits (use bool)", t.Type, t.Table)
 	}
 	oneRegister := t.Type == TypeBool || t.Type == TypeInt16 || t.Type == TypeUint16 || t.Type == TypeString
 	if t.ByteOrder != "" {
 		switch {
 		case !slices.Contains(validByteOrders, t.ByteOrder):
-			bad("unknown byte_order %q (valid: %s)", t.ByteOrder, joinValid(validByteOrders))
+			bad("byte_order", "unknown byte_order %q (valid: %s)", t.ByteOrder, joinValid(validByteOrders))
 		case t.Table.IsBit():
-			bad("byte_order does not apply to table %s", t.Table)
+			bad("byte_order", "byte_order does not apply to table %s", t.Table)
 		case oneRegister && t.ByteOrder == ByteOrderCDAB:
-			bad("byte_order CDAB swaps registers of 32- and 64-bit values; type %s takes ABCD, BADC or DCBA", t.Type)
+			bad("byte_order", "byte_order CDAB swaps the registers of 32- and 64-bit values; type %s takes ABCD, BADC or DCBA", t.Type)
 		}
 	} else if !t.Table.IsBit() {
 		t.ByteOrder = ByteOrderABCD
 	}
 	if t.Type == TypeString {
 		if t.Length <= 0 {
-			bad("type string needs length (registers, 1..%d)", MaxRegisters)
+			bad("length", "type string needs length (registers, 1..%d)", MaxRegisters)
 		}
 	} else if t.Length != 0 {
-		bad("length applies only to type string")
+		bad("length", "length applies only to type string")
 	}
 	if t.Bit != nil {
 		switch {
 		case t.Table.IsBit() || !(t.Type == TypeBool || t.Type == TypeUint16):
-			bad("bit applies only to type bool or uint16 on holding_register or input_register")
+			bad("bit", "bit applies only to type bool or uint16 on holding_register or input_register")
 		case *t.Bit < 0 || *t.Bit > 15:
-			bad("bit %d out of range (0..15)", *t.Bit)
+			bad("bit", "bit %d out of range (0..15)", *t.Bit)
 		}
 	} else if t.Type == TypeBool && tableOK && !t.Table.IsBit() {
-		bad("type bool on %s needs bit (0..15)", t.Table)
+		bad("", "type bool on %s needs bit (0..15)", t.Table)
 	}
 	if t.Scale != nil || t.Offset != 0 {
+		key := "scale"
+		if t.Scale == nil {
+			key = "offset"
+		}
 		if t.Type == TypeBool || t.Type == TypeString {
-			bad("scale and offset apply only to numeric types")
+			bad(key, "scale and offset apply only to numeric types")
 		}
 		if t.Scale != nil && (*t.Scale == 0 || math.IsNaN(*t.Scale) || math.IsInf(*t.Scale, 0)) {
-			bad("scale %v must be a finite number other than 0", *t.Scale)
+			bad("scale", "scale %v must be a finite number other than 0", *t.Scale)
 		}
 		if math.IsNaN(t.Offset) || math.IsInf(t.Offset, 0) {
-			bad("offset %v must be a finite number", t.Offset)
+			bad("offset", "offset %v must be a finite number", t.Offset)
 		}
 	}
 	n := t.Registers()
 	if t.Address < 0 || t.Address > 0xFFFF {
-		bad("address %d out of range (0..65535)", t.Address)
+		bad("address", "address %d out of range (0..65535)", t.Address)
 	} else if n > 0 && t.Address+n-1 > 0xFFFF {
-		bad("address %d + %d registers runs past 65535", t.Address, n)
+		bad("address", "address %d + %d registers runs past 65535", t.Address, n)
 	}
-	if tableOK && !t.Table.IsBit() && n > d.MaxRegistersPerRequest && d.MaxRegistersPerRequest > 0 {
-		bad("%d registers exceed max_registers_per_request %d", n, d.MaxRegistersPerRequest)
+	if tableOK && !t.Table.IsBit() && n > d.MaxRegistersPerRequest {
+		bad("", "%d registers exceed max_registers_per_request %d", n, d.MaxRegistersPerRequest)
 	}
 }
 
-// expandProfile returns the profile's tags with the device's own tags
+// expandProfile returns the profile's tags, with the device's own tags
 // replacing those of the same name (in the profile's order) and the rest
-// appended. Profile tags take the device's position for error messages.
-func expandProfile(d *Device, who string, errs *configfile.Errors) []Tag {
+// appended, and their file paths. Profile tags take the device's position.
+func (v *validator) expandProfile(d *Device, paths []string, path, who string) ([]Tag, []string, bool) {
 	p, err := profiles.Lookup(d.Profile)
 	if err != nil {
-		errs.Add(d.Pos, "%s: %v", who, err)
-		return d.Tags
+		v.add(path+".profile", d.Pos, "%s: %v", who, err)
+		return d.Tags, paths, false
 	}
 	own := make(map[string]int, len(d.Tags))
 	for i, t := range d.Tags {
@@ -646,9 +747,11 @@ func expandProfile(d *Device, who string, errs *configfile.Errors) []Tag {
 	}
 	used := make([]bool, len(d.Tags))
 	tags := make([]Tag, 0, len(p.Tags)+len(d.Tags))
+	var tagPaths []string
 	for _, pt := range p.Tags {
 		if i, ok := own[pt.Name]; ok {
 			tags = append(tags, d.Tags[i])
+			tagPaths = append(tagPaths, paths[i])
 			used[i] = true
 			continue
 		}
@@ -657,11 +760,13 @@ func expandProfile(d *Device, who string, errs *configfile.Errors) []Tag {
 			ByteOrder: pt.ByteOrder, Scale: pt.Scale, Offset: pt.Offset, Bit: pt.Bit,
 			Length: pt.Length, Unit: pt.Unit, Pos: d.Pos,
 		})
+		tagPaths = append(tagPaths, "")
 	}
 	for i, t := range d.Tags {
 		if !used[i] {
 			tags = append(tags, t)
+			tagPaths = append(tagPaths, paths[i])
 		}
 	}
-	return tags
+	return tags, tagPaths, true
 }
