@@ -205,4 +205,3 @@ func crc16(b []byte) uint16 {
 	}
 	return crc
 }
-
