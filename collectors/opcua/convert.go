@@ -48,10 +48,15 @@ func quality(s ua.StatusCode) reading.Quality {
 // status name for an OPC UA status, the message otherwise.
 func errorText(err error) string {
 	var s ua.StatusCode
-	if asStatus(err, &s) {
+	if !asStatus(err, &s) {
+		return err.Error()
+	}
+	msg := err.Error()
+	if msg == s.Error() {
 		return statusName(s)
 	}
-	return err.Error()
+	// Keep the context ("connect to …"), shorten the status to its name.
+	return strings.Replace(msg, s.Error(), statusName(s), 1)
 }
 
 // makeReading turns a data value into a reading of tag t. now is used when
