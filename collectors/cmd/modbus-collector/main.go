@@ -1,0 +1,126 @@
+// Command modbus-collector polls Modbus RTU and TCP devices and publishes
+// their readings to MQTT (DESIGN.md, "MQTT contract").
+//
+// It is configured by the collector environment (POLL_INTERVAL, MQTT_BROKER,
+// DATA_DIR, ...; DESIGN.md, "Collector environment") plus the device file
+// named by COLLECTOR_CONFIG (default /etc/fieldgate/collector.yaml): the
+// content of a gateway.yaml `modbus:` section, or a file whose only key is
+// `modbus:`.
+//
+// Exit status: 0 after SIGINT/SIGTERM, 2 for a bad environment or config
+// file (every problem printed, as FILE:LINE: message for the file), 1 for
+// any other failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"fieldgate/collectors/modbus"
+	"fieldgate/collectors/publish"
+	"fieldgate/collectors/runenv"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// stopDeadline bounds a graceful stop: the poll in progress ends (at most
+// one request timeout), then the publisher drains its window.
+const stopDeadline = 10 * time.Second
+
+// configError is a problem the operator must fix in the environment or the
+// config file (exit status 2).
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
+func main() {
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: modbus-collector [-version]\n\n"+
+			"Configured by environment: POLL_INTERVAL, MQTT_BROKER, MQTT_USERNAME, MQTT_PASSWORD_FILE,\n"+
+			"MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE, MQTT_TOPIC_PREFIX, GATEWAY_ID, COLLECTOR_NAME,\n"+
+			"COLLECTOR_CONFIG (device file), DATA_DIR, LOG_LEVEL.\n")
+	}
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("modbus-collector", version)
+		return
+	}
+	if flag.NArg() > 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Getenv, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "modbus-collector: %v\n", err)
+		var ce configError
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// run starts the publisher and the poller and returns when ctx is cancelled
+// (nil) or either fails. On stop the poller ends first so that its last
+// batches still reach the publisher, which then drains and says "offline".
+func run(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+	env, err := runenv.Load(getenv, "modbus")
+	if err != nil {
+		return configError{err}
+	}
+	log := env.Logger(stderr)
+	cfg, err := modbus.LoadConfig(env.ConfigPath)
+	if err != nil {
+		return configError{err}
+	}
+	pub, err := publish.New(publish.ConfigFromEnv(env, version), log)
+	if err != nil {
+		return configError{err}
+	}
+	poller, err := modbus.NewPoller(cfg, env.PollInterval, pub, log)
+	if err != nil {
+		return configError{fmt.Errorf("%s: %w", env.ConfigPath, err)}
+	}
+	log.Info("modbus collector starting", "version", version, "config", env.ConfigPath,
+		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval, "broker", env.Broker)
+
+	g, gctx := errgroup.WithContext(ctx)
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopPub()
+	// The publisher outlives the poller (stopPub when the poller is done);
+	// a publisher failure cancels gctx and so stops the poller too.
+	g.Go(func() error { return pub.Run(pubCtx) })
+	g.Go(func() error {
+		defer stopPub()
+		return poller.Run(gctx)
+	})
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("stopping", "deadline", stopDeadline)
+	select {
+	case err := <-done:
+		log.Info("stopped")
+		return err
+	case <-time.After(stopDeadline):
+		return fmt.Errorf("stop: not finished within %v", stopDeadline)
+	}
+}
