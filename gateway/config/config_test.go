@@ -167,8 +167,8 @@ collectors:
     restart: never
 `)
 	_, err := Parse("gw.yaml", data, WithStat(fakeStat), WithHostname(fakeHostname))
-	want := "gw.yaml:10: devices[0]: unknown key \"bogus\" (valid: name)\n" +
-		"gw.yaml:14: devices[0]: unknown key \"other\" (valid: name)"
+	want := "gw.yaml:10: collector \"a\": modbus: devices[0]: unknown key \"bogus\" (valid: name)\n" +
+		"gw.yaml:14: collector \"b\": modbus: devices[0]: unknown key \"other\" (valid: name)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
 	}

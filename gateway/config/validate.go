@@ -313,6 +313,7 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 		case errors.As(err, &ce):
 			for _, e := range ce.List {
 				e.File = v.path
+				e.Msg = fmt.Sprintf("%s: %s: %s", who, proto, e.Msg)
 				v.errs.List = append(v.errs.List, e)
 			}
 		default:

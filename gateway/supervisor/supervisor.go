@@ -164,6 +164,9 @@ func WithLoader(load func(path string) (*config.Config, error)) Option {
 // WithVersion sets the version shown in Status.
 func WithVersion(v string) Option { return func(o *options) { o.version = v } }
 
+// errList marks the failure to list the runtime's containers: fatal at start.
+var errList = errors.New("list containers")
+
 // Supervisor runs the collectors of a gateway config. Create it with New.
 type Supervisor struct {
 	rt   Runtime
@@ -172,6 +175,7 @@ type Supervisor struct {
 
 	reloadReq chan struct{}
 	changed   chan struct{}
+	ready     chan struct{}
 
 	mu            sync.Mutex
 	cfg           *config.Config
@@ -229,6 +233,7 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		workers:   map[string]*worker{},
 		reloadReq: make(chan struct{}, 1),
 		changed:   make(chan struct{}, 1),
+		ready:     make(chan struct{}),
 	}
 	if cfg.Path != "" {
 		if data, err := os.ReadFile(cfg.Path); err == nil {
@@ -245,6 +250,10 @@ func (s *Supervisor) Reload() {
 	default:
 	}
 }
+
+// Ready is closed once Run has reconciled the containers with the config at
+// start (every collector started, adopted or in back-off).
+func (s *Supervisor) Ready() <-chan struct{} { return s.ready }
 
 // Changed is signalled (coalesced) whenever the status changes.
 func (s *Supervisor) Changed() <-chan struct{} { return s.changed }
@@ -302,11 +311,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.mu.Lock()
 	cfg := s.cfg
 	s.mu.Unlock()
-	if err := s.apply(gctx, g, cfg, true); err != nil {
+	if err := s.apply(gctx, g, cfg, true); errors.Is(err, errList) {
 		s.stopWorkers()
 		_ = g.Wait()
 		return err
+	} else if err != nil {
+		s.log.Error("reconcile at start incomplete", "err", err)
 	}
+	close(s.ready)
 	g.Go(func() error {
 		s.watch(gctx, g)
 		s.stopWorkers()
@@ -450,7 +462,7 @@ func restartOnly(a, b *config.Config) []string {
 func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.Config, initial bool) error {
 	existing, err := s.rt.Containers(ctx)
 	if err != nil {
-		return fmt.Errorf("list containers: %w", err)
+		return fmt.Errorf("%w: %w", errList, err)
 	}
 	byName := map[string]Container{}
 	for _, c := range existing {
