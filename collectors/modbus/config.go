@@ -305,12 +305,21 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // register tags, type bool on coil and discrete_input tags, port 502 on a tcp
 // address without one.
 func ParseConfig(path string, data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		// configfile words and positions the syntax error.
+		return nil, configfile.Decode(path, data, &rawConfig{})
+	}
 	var raw rawConfig
 	errs := configfile.NewErrors(path)
-	errs.Merge(configfile.Pos{}, configfile.Decode(path, data, &raw, configfile.Unwrap("modbus")))
-	loc, ok := newLocator(data)
-	if !ok {
-		return nil, errs.Err() // invalid YAML: nothing to validate
+	loc := locator{lines: map[string]int{}}
+	if len(doc.Content) > 0 {
+		root := doc.Content[0]
+		if root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == "modbus" {
+			root = root.Content[1]
+		}
+		errs.Merge(configfile.Pos{}, configfile.DecodeNode(path, root, &raw))
+		loc.walk(root, "")
 	}
 	if raw.Pos.Line == 0 {
 		raw.Pos.Line = 1
@@ -329,23 +338,6 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 type locator struct {
 	lines map[string]int
 	root  configfile.Pos
-}
-
-func newLocator(data []byte) (locator, bool) {
-	l := locator{lines: map[string]int{}}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return l, false
-	}
-	if len(doc.Content) == 0 {
-		return l, true
-	}
-	root := doc.Content[0]
-	if root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == "modbus" {
-		root = root.Content[1]
-	}
-	l.walk(root, "")
-	return l, true
 }
 
 // walk records key lines; aliases are not followed (their keys live elsewhere).
