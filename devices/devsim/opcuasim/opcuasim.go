@@ -1,0 +1,263 @@
+// Package opcuasim is an OPC UA server (gopcua's server package) that serves
+// simulated devices for demos, the lab bench and benchmarks: each device is a
+// profile from devices/profiles whose tags become variables with changing
+// values, plus an optional bulk set of Double variables for load tests.
+//
+// Node ids, in the simulator's namespace (index 1):
+//
+//	ns=1;s=<device>.<tag>   a profile tag, typed as the profile says
+//	ns=1;s=Bulk.<n>         bulk variable n (0 ≤ n < Vars), Double, n + seconds since start
+//
+// The server offers security None with anonymous users only (gopcua's server
+// implements no other policy yet), so clients must set
+// `security: {policy: None, mode: None}`.
+package opcuasim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/ua"
+
+	"fieldgate/devices/profiles"
+)
+
+// Device is one simulated device: a name and the profile whose tags it serves.
+type Device struct {
+	Name    string
+	Profile string
+}
+
+// Config configures the simulator.
+type Config struct {
+	// Host to listen on; default 127.0.0.1.
+	Host string
+	// Port to listen on; default 4840. 0 is not allowed (the endpoint URL
+	// must be known before listening).
+	Port int
+	// Devices to serve; default meter1 (eastron-sdm630) and drive1
+	// (fieldgate-demo-drive).
+	Devices []Device
+	// Vars is the number of bulk variables (default 0).
+	Vars int
+	// Interval is how often values change; default 1s.
+	Interval time.Duration
+	// Log receives the server's messages; default discard.
+	Log *slog.Logger
+}
+
+// DefaultDevices are served when Config.Devices is empty.
+var DefaultDevices = []Device{{Name: "meter1", Profile: "eastron-sdm630"}, {Name: "drive1", Profile: "fieldgate-demo-drive"}}
+
+// Namespace is the simulator's namespace URI.
+const Namespace = "urn:fieldgate:devsim"
+
+// Sim is a configured simulator.
+type Sim struct {
+	cfg   Config
+	srv   *server.Server
+	ns    *server.NodeNameSpace
+	vars  []*variable
+	start time.Time
+}
+
+// variable is one served node and how its value is computed.
+type variable struct {
+	node  *server.Node
+	id    *ua.NodeID
+	value func(at time.Time) any
+	dv    atomic.Pointer[ua.DataValue] // current value, replaced (never mutated) each tick
+}
+
+// New validates cfg and builds the address space.
+func New(cfg Config) (*Sim, error) {
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 4840
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("opcuasim: invalid port %d", cfg.Port)
+	}
+	if len(cfg.Devices) == 0 {
+		cfg.Devices = DefaultDevices
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Interval < 10*time.Millisecond {
+		return nil, fmt.Errorf("opcuasim: interval %s is below 10ms", cfg.Interval)
+	}
+	if cfg.Vars < 0 {
+		return nil, fmt.Errorf("opcuasim: vars must not be negative, got %d", cfg.Vars)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	type profiled struct {
+		name string
+		p    *profiles.Profile
+	}
+	var devs []profiled
+	seen := map[string]bool{}
+	for _, d := range cfg.Devices {
+		if d.Name == "" {
+			return nil, errors.New("opcuasim: device without a name")
+		}
+		if seen[d.Name] {
+			return nil, fmt.Errorf("opcuasim: duplicate device %q", d.Name)
+		}
+		seen[d.Name] = true
+		p, err := profiles.Lookup(d.Profile)
+		if err != nil {
+			return nil, fmt.Errorf("opcuasim: device %q: %w", d.Name, err)
+		}
+		devs = append(devs, profiled{d.Name, p})
+	}
+
+	srv := server.New(
+		server.EndPoint(cfg.Host, cfg.Port),
+		server.EnableSecurity("None", ua.MessageSecurityModeNone),
+		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
+		server.ServerName("fieldgate devsim"),
+		server.ProductName("fieldgate devsim opcua"),
+		server.ManufacturerName("fieldgate"),
+		server.SetLogger(slogAdapter{cfg.Log}),
+	)
+	s := &Sim{cfg: cfg, srv: srv, start: time.Now()}
+	s.ns = server.NewNodeNameSpace(srv, Namespace)
+	root, _ := srv.Namespace(0)
+	objects := s.ns.Objects()
+	root.Objects().AddRef(objects, id.HasComponent, true)
+
+	for _, d := range devs {
+		folder := s.ns.AddNode(server.NewFolderNode(ua.NewStringNodeID(s.ns.ID(), d.name), d.name))
+		objects.AddRef(folder, id.Organizes, true)
+		for i := range d.p.Tags {
+			t := &d.p.Tags[i]
+			conv, dt := converter(t.Type)
+			s.add(folder, d.name+"."+t.Name, dt, func(at time.Time) any { return conv(t.SimValue(at)) })
+		}
+	}
+	if cfg.Vars > 0 {
+		folder := s.ns.AddNode(server.NewFolderNode(ua.NewStringNodeID(s.ns.ID(), "Bulk"), "Bulk"))
+		objects.AddRef(folder, id.Organizes, true)
+		for i := 0; i < cfg.Vars; i++ {
+			base := float64(i)
+			s.add(folder, "Bulk."+strconv.Itoa(i), id.Double, func(at time.Time) any {
+				return base + math.Floor(at.Sub(s.start).Seconds())
+			})
+		}
+	}
+	return s, nil
+}
+
+func (s *Sim) add(parent *server.Node, name string, dataType uint32, value func(time.Time) any) {
+	v := &variable{id: ua.NewStringNodeID(s.ns.ID(), name), value: value}
+	v.dv.Store(dataValue(value(time.Now()), time.Now()))
+	v.node = server.NewVariableNode(v.id, name, func() *ua.DataValue { return v.dv.Load() })
+	_ = v.node.SetAttribute(ua.AttributeIDDataType, &ua.DataValue{EncodingMask: ua.DataValueValue,
+		Value: ua.MustVariant(ua.NewNumericNodeID(0, dataType))})
+	s.ns.AddNode(v.node)
+	parent.AddRef(v.node, id.HasComponent, true)
+	s.vars = append(s.vars, v)
+}
+
+func dataValue(v any, at time.Time) *ua.DataValue {
+	return &ua.DataValue{
+		EncodingMask:    ua.DataValueValue | ua.DataValueSourceTimestamp | ua.DataValueServerTimestamp,
+		Value:           ua.MustVariant(v),
+		SourceTimestamp: at,
+		ServerTimestamp: at,
+	}
+}
+
+// converter quantises a profile's simulated value (float64, bool or string)
+// to the tag's type and names the OPC UA data type.
+func converter(typ string) (func(any) any, uint32) {
+	num := func(v any) float64 {
+		f, _ := v.(float64)
+		return f
+	}
+	switch typ {
+	case "bool":
+		return func(v any) any { b, _ := v.(bool); return b }, id.Boolean
+	case "string":
+		return func(v any) any { s, _ := v.(string); return s }, id.String
+	case "int16":
+		return func(v any) any { return int16(math.Round(num(v))) }, id.Int16
+	case "uint16":
+		return func(v any) any { return uint16(math.Round(num(v))) }, id.UInt16
+	case "int32":
+		return func(v any) any { return int32(math.Round(num(v))) }, id.Int32
+	case "uint32":
+		return func(v any) any { return uint32(math.Round(num(v))) }, id.UInt32
+	case "int64":
+		return func(v any) any { return int64(math.Round(num(v))) }, id.Int64
+	case "uint64":
+		return func(v any) any { return uint64(math.Round(num(v))) }, id.UInt64
+	case "float32":
+		return func(v any) any { return float32(num(v)) }, id.Float
+	}
+	return func(v any) any { return num(v) }, id.Double
+}
+
+// Endpoint is the server's URL.
+func (s *Sim) Endpoint() string {
+	return "opc.tcp://" + net.JoinHostPort(s.cfg.Host, strconv.Itoa(s.cfg.Port))
+}
+
+// NodeIDs returns the node ids of the profile tags, "ns=1;s=<device>.<tag>",
+// in order.
+func (s *Sim) NodeIDs() []string {
+	var out []string
+	for _, v := range s.vars {
+		out = append(out, v.id.String())
+	}
+	return out
+}
+
+// Run serves until ctx is cancelled, changing values every Interval and
+// notifying subscribers of the variables whose value changed.
+func (s *Sim) Run(ctx context.Context) error {
+	if err := s.srv.Start(ctx); err != nil {
+		return fmt.Errorf("opcuasim: start server on %s: %w", s.Endpoint(), err)
+	}
+	defer s.srv.Close()
+	s.cfg.Log.Info("opcua simulator listening", "endpoint", s.Endpoint(), "variables", len(s.vars))
+	tk := time.NewTicker(s.cfg.Interval)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tk.C:
+			for _, v := range s.vars {
+				val := v.value(now)
+				if val == v.dv.Load().Value.Value() {
+					continue
+				}
+				v.dv.Store(dataValue(val, now))
+				s.srv.ChangeNotification(v.id)
+			}
+		}
+	}
+}
+
+// slogAdapter makes a slog.Logger a gopcua server.Logger (printf-style).
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Debug(msg string, args ...any) { a.l.Debug(fmt.Sprintf(msg, args...)) }
+func (a slogAdapter) Info(msg string, args ...any)  { a.l.Debug(fmt.Sprintf(msg, args...)) }
+func (a slogAdapter) Warn(msg string, args ...any)  { a.l.Warn(fmt.Sprintf(msg, args...)) }
+func (a slogAdapter) Error(msg string, args ...any) { a.l.Error(fmt.Sprintf(msg, args...)) }
