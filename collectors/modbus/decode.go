@@ -13,8 +13,10 @@ import (
 // must lie inside r. The value is a bool, int64 (signed types), uint64
 // (unsigned types, and uint16 with bit: 0 or 1), float64 (float types, and every
 // numeric type when scale or offset is set: raw*scale + offset) or string (high
-// byte of the first register first, trailing NULs dropped). Decode never panics
-// on a short or malformed payload; it returns an error naming the problem.
+// byte of the first register first, trailing NULs dropped). A float that is NaN
+// or ±Inf (meters send NaN for "no value") is an error: JSON cannot carry it and
+// the reading must be bad, not a good null. Decode never panics on a short or
+// malformed payload; it returns an error naming the problem.
 func Decode(t *Tag, r Request, payload []byte) (any, error) {
 	if t.Table != r.Table {
 		return nil, fmt.Errorf("tag %q is in table %s, request reads %s", t.Name, t.Table, r.Table)
@@ -38,7 +40,11 @@ func Decode(t *Tag, r Request, payload []byte) (any, error) {
 	if end > len(payload) {
 		return nil, fmt.Errorf("tag %q: short response: %d bytes, need %d", t.Name, len(payload), end)
 	}
-	return decodeRegisters(t, payload[start:end])
+	v, err := decodeRegisters(t, payload[start:end])
+	if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		return nil, fmt.Errorf("tag %q: value is %v", t.Name, f)
+	}
+	return v, err
 }
 
 // decodeRegisters decodes the tag's own registers b (len 2*t.Registers()).

@@ -298,6 +298,12 @@ func TestDecodeErrors(t *testing.T) {
 			Request{Table: TableHolding, Quantity: 1}, []byte{0, 0}, `unknown type "int8"`},
 		{"bool without bit", Tag{Name: "v", Table: TableHolding, Type: TypeBool},
 			Request{Table: TableHolding, Quantity: 1}, []byte{0, 0}, "needs bit"},
+		{"float32 NaN", Tag{Name: "v", Table: TableInput, Type: TypeFloat32},
+			Request{Table: TableInput, Quantity: 2}, []byte{0x7f, 0xc0, 0, 0}, `tag "v": value is NaN`},
+		{"float64 -Inf", Tag{Name: "v", Table: TableInput, Type: TypeFloat64},
+			Request{Table: TableInput, Quantity: 4}, []byte{0xff, 0xf0, 0, 0, 0, 0, 0, 0}, `tag "v": value is -Inf`},
+		{"scaled to +Inf", Tag{Name: "v", Table: TableInput, Type: TypeFloat32, Scale: ptr(math.MaxFloat64)},
+			Request{Table: TableInput, Quantity: 2}, []byte{0x42, 0xf6, 0xe9, 0x79}, `tag "v": value is +Inf`},
 		{"string without length", Tag{Name: "v", Table: TableHolding, Type: TypeString},
 			Request{Table: TableHolding, Quantity: 1}, []byte{0, 0}, "unknown type"},
 	}
