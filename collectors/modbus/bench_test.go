@@ -1,0 +1,254 @@
+package modbus
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"fieldgate/collectors/reading"
+	"fieldgate/devices/devsim"
+	"fieldgate/devices/profiles"
+	"fieldgate/internal/testpeer"
+)
+
+// The benchmarks poll fieldgate's devsim simulator. It runs in a child
+// process (this test binary re-executed, see TestMain) so that the CPU time
+// measured with getrusage(RUSAGE_SELF) is the collector's alone.
+
+// simEnv carries the child simulator's settings (JSON of simSpec).
+const simEnv = "FIELDGATE_BENCH_DEVSIM"
+
+type simSpec struct {
+	TCP     string  `json:"tcp,omitempty"`
+	RTU     string  `json:"rtu,omitempty"`
+	Baud    int     `json:"baud,omitempty"`
+	Emulate bool    `json:"emulate,omitempty"`
+	Units   []uint8 `json:"units"`
+	Profile string  `json:"profile"`
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(simEnv); spec != "" {
+		if err := runSimChild(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "devsim child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runSimChild serves devsim until stdin closes (the parent exits or kills
+// it), printing "ADDR host:port" (or "ADDR rtu") once ready.
+func runSimChild(js string) error {
+	var s simSpec
+	if err := json.Unmarshal([]byte(js), &s); err != nil {
+		return err
+	}
+	p, err := profiles.Lookup(s.Profile)
+	if err != nil {
+		return err
+	}
+	cfg := devsim.Config{TCP: s.TCP, RTU: s.RTU, EmulateWire: s.Emulate, Serial: devsim.Serial{Baud: s.Baud}}
+	for _, id := range s.Units {
+		cfg.Units = append(cfg.Units, devsim.Unit{ID: id, Profile: p})
+	}
+	sim, err := devsim.NewModbus(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }()
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	if err := sim.WaitReady(ctx); err != nil {
+		return err
+	}
+	if s.TCP != "" {
+		fmt.Printf("ADDR %s\n", sim.Addr())
+	} else {
+		fmt.Printf("ADDR rtu\n")
+	}
+	return <-done
+}
+
+// startSim runs the simulator child and returns its TCP address.
+func startSim(b *testing.B, s simSpec) string {
+	b.Helper()
+	js, _ := json.Marshal(s)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), simEnv+"="+string(js))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("devsim child did not start: %v", err)
+	}
+	return strings.TrimSpace(strings.TrimPrefix(line, "ADDR "))
+}
+
+// countSink counts readings; with encode it also builds each batch's
+// contract payload, as the MQTT publisher does.
+type countSink struct {
+	readings atomic.Int64
+	bad      atomic.Int64
+	encode   bool
+	buf      []byte
+	first    chan struct{}
+	once     atomic.Bool
+}
+
+func (s *countSink) Publish(_ context.Context, b reading.Batch) error {
+	if s.encode {
+		s.buf = b.AppendJSON(s.buf[:0])
+	}
+	for i := range b.Readings {
+		if b.Readings[i].Quality != reading.Good {
+			s.bad.Add(1)
+		}
+	}
+	s.readings.Add(int64(len(b.Readings)))
+	if s.once.CompareAndSwap(false, true) {
+		close(s.first)
+	}
+	return nil
+}
+
+func (s *countSink) SetDeviceStatus(string, string) {}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// runBench polls with cfg until b.N units (readings, or registers per
+// reading with perReading) have been counted after the first batch, and
+// reports the rate and the CPU time.
+func runBench(b *testing.B, cfg *Config, interval time.Duration, sink *countSink) (rate float64, cpuPerMillion float64) {
+	b.Helper()
+	sink.first = make(chan struct{})
+	p, err := NewPoller(cfg, interval, sink, quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-sink.first:
+	case <-time.After(10 * time.Second):
+		b.Fatal("no batch within 10 s")
+	}
+	b.ResetTimer()
+	start, cpu0, n0 := time.Now(), cpuTime(), sink.readings.Load()
+	target := n0 + int64(b.N)
+	for sink.readings.Load() < target {
+		time.Sleep(time.Millisecond)
+	}
+	elapsed, cpu, n := time.Since(start), cpuTime()-cpu0, sink.readings.Load()-n0
+	b.StopTimer()
+	if bad := sink.bad.Load(); bad > 0 {
+		b.Fatalf("%d bad readings", bad)
+	}
+	for _, st := range p.Stats() {
+		if st.Errors > 0 {
+			b.Fatalf("errors while benchmarking: %+v", st)
+		}
+	}
+	return float64(n) / elapsed.Seconds(), cpu.Seconds() / float64(n) * 1e6
+}
+
+// loadBenchConfig builds a config through ParseConfig so that profile
+// expansion and defaults are the real ones.
+func loadBenchConfig(b *testing.B, yaml string) *Config {
+	b.Helper()
+	cfg, err := ParseConfig("bench.yaml", []byte(yaml))
+	if err != nil {
+		b.Fatalf("bench config: %v", err)
+	}
+	return cfg
+}
+
+// benchmarkTCP: devsim over TCP on loopback, 4 units with the
+// fieldgate-bench profile (624 tags, 6 reads each) behind one address; the
+// collector on one core (GOMAXPROCS=1), the simulator in another process.
+func benchmarkTCP(b *testing.B, encode bool) {
+	addr := startSim(b, simSpec{TCP: "127.0.0.1:0", Units: []uint8{1, 2, 3, 4}, Profile: "fieldgate-bench"})
+	var devs strings.Builder
+	for i := 1; i <= 4; i++ {
+		fmt.Fprintf(&devs, "  - {name: bench%d, unit_id: %d, profile: fieldgate-bench}\n", i, i)
+	}
+	cfg := loadBenchConfig(b, fmt.Sprintf("transport: tcp\ntcp: {address: %q}\ntimeout: 2s\ndevices:\n%s", addr, devs.String()))
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	rate, cpu := runBench(b, cfg, time.Millisecond, &countSink{encode: encode})
+	b.ReportMetric(rate, "readings/s")
+	b.ReportMetric(cpu, "cpu-s/Mreadings")
+}
+
+func BenchmarkTCPPoll(b *testing.B)       { benchmarkTCP(b, false) }
+func BenchmarkTCPPollEncode(b *testing.B) { benchmarkTCP(b, true) }
+
+// BenchmarkRTUWire: devsim on a socat pty emulating a 19200 baud line,
+// one unit with 500 holding registers read as 4 full 125-register
+// requests. One op is one register; "wire-%" is the share of the line's
+// limit of 808 registers/s (125 registers per 8+255 bytes plus two
+// 3.5-character silences, 11 bits a character).
+func BenchmarkRTUWire(b *testing.B) {
+	testpeer.Require(b, "socat")
+	master, slave := testpeer.PtyPair(b)
+	startSim(b, simSpec{RTU: slave, Baud: 19200, Emulate: true, Units: []uint8{1}, Profile: "fieldgate-bench"})
+	var tags strings.Builder
+	for a := 0; a < 500; a++ {
+		fmt.Fprintf(&tags, "      - {name: h%03d, table: holding_register, address: %d, type: uint16}\n", a, a)
+	}
+	cfg := loadBenchConfig(b, fmt.Sprintf(`transport: rtu
+serial: {port: %s, baud: 19200}
+timeout: 1s
+devices:
+  - name: bench1
+    unit_id: 1
+    tags:
+%s`, master, tags.String()))
+	rate, _ := runBench(b, cfg, time.Millisecond, &countSink{})
+	const wireLimit = 19200.0 / 11 / (8 + 255 + 7) * 125 // 808 registers/s
+	b.ReportMetric(rate, "registers/s")
+	b.ReportMetric(100*rate/wireLimit, "wire-%")
+}
