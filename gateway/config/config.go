@@ -52,8 +52,9 @@ var (
 		Listen:  "127.0.0.1:9273",
 	}
 	DefaultRuntime = Runtime{
-		Address:   "/run/containerd/containerd.sock",
-		Namespace: "fieldgate",
+		Address:     "/run/containerd/containerd.sock",
+		Namespace:   "fieldgate",
+		Snapshotter: "overlayfs",
 	}
 	DefaultMQTT = MQTT{
 		TopicPrefix: "fieldgate",
@@ -102,6 +103,9 @@ type Runtime struct {
 	Namespace string `yaml:"namespace"`
 	// ImagesDir holds OCI archives imported at start; default {data_dir}/images.
 	ImagesDir string `yaml:"images_dir"`
+	// Snapshotter is the containerd snapshotter; default overlayfs ("native"
+	// where the file system cannot do overlays).
+	Snapshotter string `yaml:"snapshotter"`
 
 	Pos configfile.Pos `yaml:"-"`
 }

@@ -64,6 +64,9 @@ func (v *validator) defaults() {
 	if c.Runtime.Namespace == "" {
 		c.Runtime.Namespace = DefaultRuntime.Namespace
 	}
+	if c.Runtime.Snapshotter == "" {
+		c.Runtime.Snapshotter = DefaultRuntime.Snapshotter
+	}
 	if c.Runtime.ImagesDir == "" {
 		c.Runtime.ImagesDir = filepath.Join(c.Gateway.DataDir, "images")
 	}

@@ -452,6 +452,7 @@ func restartOnly(a, b *config.Config) []string {
 	check("runtime.address", a.Runtime.Address, b.Runtime.Address)
 	check("runtime.namespace", a.Runtime.Namespace, b.Runtime.Namespace)
 	check("runtime.images_dir", a.Runtime.ImagesDir, b.Runtime.ImagesDir)
+	check("runtime.snapshotter", a.Runtime.Snapshotter, b.Runtime.Snapshotter)
 	return out
 }
 
