@@ -173,8 +173,10 @@ type BackoffConfig struct {
 
 // Device is one Modbus slave.
 type Device struct {
+	// Name is unique in the collector, [A-Za-z0-9_.-]+: it is a topic level.
 	Name string `yaml:"name"`
-	// UnitID is the slave address: 1..247 on RTU, 0..247 on TCP; default 1.
+	// UnitID is the slave address: 1..247 on RTU (unique on the line), 0..247
+	// or 255 on TCP (unique per address); default 1.
 	UnitID int `yaml:"unit_id"`
 	// Address is the device's "host:port" with transport tcp; default the
 	// collector's tcp.address. Empty with rtu.
@@ -208,7 +210,8 @@ type Tag struct {
 	Scale  *float64 `yaml:"scale"`
 	Offset float64  `yaml:"offset"`
 	// Bit selects one bit (0 = least significant) of a register, with type bool
-	// or uint16 on holding/input registers.
+	// (true/false) or uint16 (0/1) on holding/input registers; required for
+	// bool on a register.
 	Bit *int `yaml:"bit"`
 	// Length is a string's size in registers (two characters each).
 	Length int            `yaml:"length"`
@@ -265,8 +268,8 @@ const (
 // DefaultTCPPort is the port added to a tcp address written without one.
 const DefaultTCPPort = "502"
 
-// rawConfig mirrors Config with pointers where an explicit zero differs from
-// "not set" (retries: 0, max_gap: 0, unit_id: 0).
+// rawConfig mirrors Config as written in the file, with pointers where an
+// explicit zero differs from "not set" (retries: 0, max_gap: 0, unit_id: 0).
 type rawConfig struct {
 	Transport string              `yaml:"transport"`
 	Serial    SerialConfig        `yaml:"serial"`
