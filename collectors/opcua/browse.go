@@ -12,6 +12,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/reading"
 )
 
 // BrowseOptions say what Browse walks.
@@ -92,7 +93,7 @@ func (b *browser) children(ctx context.Context, n *ua.NodeID) ([]*ua.ReferenceDe
 		return nil, fmt.Errorf("browse %s: no result", n)
 	}
 	r := res.Results[0]
-	if quality(r.StatusCode) == "bad" {
+	if quality(r.StatusCode) == reading.Bad {
 		return nil, fmt.Errorf("browse %s: %s", n, statusName(r.StatusCode))
 	}
 	refs := r.References
@@ -131,8 +132,11 @@ func (b *browser) dataTypes(ctx context.Context, refs []*ua.ReferenceDescription
 			if dv.Value == nil {
 				continue
 			}
-			if dt, ok := dv.Value.Value().(*ua.NodeID); ok {
+			switch dt := dv.Value.Value().(type) {
+			case *ua.NodeID:
 				out[idx[start+j]] = dataTypeName(dt)
+			case *ua.ExpandedNodeID: // some servers (gopcua's) answer so
+				out[idx[start+j]] = dataTypeName(dt.NodeID)
 			}
 		}
 	}

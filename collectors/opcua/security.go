@@ -100,7 +100,7 @@ func selectEndpoint(eps []*ua.EndpointDescription, sec *Security) (*ua.EndpointD
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("server offers no SignAndEncrypt endpoint with a supported policy (offered: %s); to connect without security, configure security: {policy: None, mode: None} explicitly", describeEndpoints(eps))
+		return nil, fmt.Errorf("server offers no SignAndEncrypt endpoint with a supported policy (offered: %s); to connect without security, choose policy None explicitly (collector file: security: {policy: None, mode: None}; browse: --policy None)", describeEndpoints(eps))
 	}
 	return best, nil
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/server"
+	"github.com/gopcua/opcua/server/attrs"
 	"github.com/gopcua/opcua/ua"
 
 	"fieldgate/devices/profiles"
@@ -125,6 +126,11 @@ func New(cfg Config) (*Sim, error) {
 		devs = append(devs, profiled{d.Name, p})
 	}
 
+	// gopcua logs its own standard nodeset's duplicate reference types as
+	// errors while it builds the server; keep that noise out.
+	quiet := &slogAdapter{l: cfg.Log}
+	quiet.quiet.Store(true)
+	defer quiet.quiet.Store(false)
 	srv := server.New(
 		server.EndPoint(cfg.Host, cfg.Port),
 		server.EnableSecurity("None", ua.MessageSecurityModeNone),
@@ -132,7 +138,7 @@ func New(cfg Config) (*Sim, error) {
 		server.ServerName("fieldgate devsim"),
 		server.ProductName("fieldgate devsim opcua"),
 		server.ManufacturerName("fieldgate"),
-		server.SetLogger(slogAdapter{cfg.Log}),
+		server.SetLogger(quiet),
 	)
 	s := &Sim{cfg: cfg, srv: srv, start: time.Now()}
 	s.ns = server.NewNodeNameSpace(srv, Namespace)
@@ -141,7 +147,7 @@ func New(cfg Config) (*Sim, error) {
 	root.Objects().AddRef(objects, id.HasComponent, true)
 
 	for _, d := range devs {
-		folder := s.ns.AddNode(server.NewFolderNode(ua.NewStringNodeID(s.ns.ID(), d.name), d.name))
+		folder := s.folder(d.name)
 		objects.AddRef(folder, id.Organizes, true)
 		for i := range d.p.Tags {
 			t := &d.p.Tags[i]
@@ -150,7 +156,7 @@ func New(cfg Config) (*Sim, error) {
 		}
 	}
 	if cfg.Vars > 0 {
-		folder := s.ns.AddNode(server.NewFolderNode(ua.NewStringNodeID(s.ns.ID(), "Bulk"), "Bulk"))
+		folder := s.folder("Bulk")
 		objects.AddRef(folder, id.Organizes, true)
 		for i := 0; i < cfg.Vars; i++ {
 			base := float64(i)
@@ -162,12 +168,24 @@ func New(cfg Config) (*Sim, error) {
 	return s, nil
 }
 
+// folder adds an object node ns=1;s=<name> (gopcua v0.8.0's NewFolderNode
+// panics on its own Description attribute).
+func (s *Sim) folder(name string) *server.Node {
+	n := server.NewNode(ua.NewStringNodeID(s.ns.ID(), name), map[ua.AttributeID]*ua.DataValue{
+		ua.AttributeIDNodeClass:     server.DataValueFromValue(uint32(ua.NodeClassObject)),
+		ua.AttributeIDBrowseName:    server.DataValueFromValue(attrs.BrowseName(name)),
+		ua.AttributeIDDisplayName:   server.DataValueFromValue(attrs.DisplayName(name, name)),
+		ua.AttributeIDEventNotifier: server.DataValueFromValue(byte(0)),
+	}, nil, nil)
+	return s.ns.AddNode(n)
+}
+
 func (s *Sim) add(parent *server.Node, name string, dataType uint32, value func(time.Time) any) {
 	v := &variable{id: ua.NewStringNodeID(s.ns.ID(), name), value: value}
 	v.dv.Store(dataValue(value(time.Now()), time.Now()))
 	v.node = server.NewVariableNode(v.id, name, func() *ua.DataValue { return v.dv.Load() })
 	_ = v.node.SetAttribute(ua.AttributeIDDataType, &ua.DataValue{EncodingMask: ua.DataValueValue,
-		Value: ua.MustVariant(ua.NewNumericNodeID(0, dataType))})
+		Value: ua.MustVariant(ua.NewNumericExpandedNodeID(0, dataType))}) // gopcua's server keeps data types as expanded ids
 	s.ns.AddNode(v.node)
 	parent.AddRef(v.node, id.HasComponent, true)
 	s.vars = append(s.vars, v)
@@ -254,10 +272,26 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 }
 
-// slogAdapter makes a slog.Logger a gopcua server.Logger (printf-style).
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter makes a slog.Logger a gopcua server.Logger (printf-style);
+// while quiet, everything goes to debug.
+type slogAdapter struct {
+	l     *slog.Logger
+	quiet atomic.Bool
+}
 
-func (a slogAdapter) Debug(msg string, args ...any) { a.l.Debug(fmt.Sprintf(msg, args...)) }
-func (a slogAdapter) Info(msg string, args ...any)  { a.l.Debug(fmt.Sprintf(msg, args...)) }
-func (a slogAdapter) Warn(msg string, args ...any)  { a.l.Warn(fmt.Sprintf(msg, args...)) }
-func (a slogAdapter) Error(msg string, args ...any) { a.l.Error(fmt.Sprintf(msg, args...)) }
+func (a *slogAdapter) Debug(msg string, args ...any) { a.l.Debug(fmt.Sprintf(msg, args...)) }
+func (a *slogAdapter) Info(msg string, args ...any)  { a.l.Debug(fmt.Sprintf(msg, args...)) }
+func (a *slogAdapter) Warn(msg string, args ...any) {
+	if a.quiet.Load() {
+		a.Debug(msg, args...)
+		return
+	}
+	a.l.Warn(fmt.Sprintf(msg, args...))
+}
+func (a *slogAdapter) Error(msg string, args ...any) {
+	if a.quiet.Load() {
+		a.Debug(msg, args...)
+		return
+	}
+	a.l.Error(fmt.Sprintf(msg, args...))
+}
