@@ -81,8 +81,10 @@ func NewPlan(d *Device) *Plan {
 // coalesce appends to dst the fewest requests reading tags idx (sorted by
 // address, all of table): greedily, each request starts at the first tag not
 // yet read and takes following tags while the span stays within the limit and
-// the unused space before each tag within maxGap. Greedy is optimal here: no
-// plan can cover a prefix of the tags with fewer requests and end later.
+// the unused space before each tag within maxGap. For tags that do not overlap
+// greedy is optimal (no plan covers a prefix of the tags with fewer requests and
+// ends later); tags that overlap, such as bits of one register, are simply read
+// together.
 func (p *Plan) coalesce(table Table, idx []int, dst []Request) []Request {
 	limit := p.maxRegs
 	if table.IsBit() {

@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -364,6 +365,47 @@ func TestPlanRejectDeviceLimit(t *testing.T) {
 		}
 	}
 	checkPlan(t, &d, p)
+}
+
+// TestNewPlanFewestRequests compares the planner with an exhaustive dynamic
+// program over random devices of non-overlapping tags: no valid plan has
+// fewer requests.
+func TestNewPlanFewestRequests(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	sizes := []DataType{TypeUint16, TypeFloat32, TypeFloat64}
+	for round := range 500 {
+		d := Device{MaxRegistersPerRequest: 4 + rng.IntN(40), MaxGap: rng.IntN(8)}
+		addr := rng.IntN(5)
+		for i := range 1 + rng.IntN(30) {
+			tag := reg(fmt.Sprint("t", i), TableHolding, addr, sizes[rng.IntN(len(sizes))])
+			d.Tags = append(d.Tags, tag)
+			addr += tag.Registers() + rng.IntN(12)
+		}
+		// best[i]: fewest requests for the first i tags (in address order).
+		n := len(d.Tags)
+		best := make([]int, n+1)
+		for i := 1; i <= n; i++ {
+			best[i] = 1 << 30
+			for j := i - 1; j >= 0; j-- { // tags j..i-1 in one request
+				first, last := &d.Tags[j], &d.Tags[i-1]
+				if last.Address+last.Registers()-first.Address > d.MaxRegistersPerRequest {
+					break
+				}
+				if j < i-1 {
+					next := &d.Tags[j+1]
+					if next.Address-(first.Address+first.Registers()) > d.MaxGap {
+						break
+					}
+				}
+				best[i] = min(best[i], best[j]+1)
+			}
+		}
+		p := NewPlan(&d)
+		checkPlan(t, &d, p)
+		if got := len(p.Requests()); got != best[n] {
+			t.Fatalf("round %d: %d requests, the optimum is %d; device %+v", round, got, best[n], d)
+		}
+	}
 }
 
 func mapsEqual(a, b map[int]bool) bool {
