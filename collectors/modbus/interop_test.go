@@ -3,16 +3,19 @@ package modbus
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"fieldgate/collectors/publish"
 	"fieldgate/collectors/reading"
 	"fieldgate/internal/testpeer"
 )
@@ -513,4 +516,144 @@ devices:
 	if s := sink.status("pump2"); s != "ok" {
 		t.Errorf("status %q after the port came back", s)
 	}
+}
+
+// TestInteropMQTTContract: pymodbus RTU (two units and a silent one on one
+// pty line) -> poller -> the real publisher -> mosquitto; every data message
+// must be the contract payload, field by field.
+func TestInteropMQTTContract(t *testing.T) {
+	testpeer.Require(t, "socat", "pymodbus", "mosquitto")
+	master, slave := testpeer.PtyPair(t)
+	meter, pump := fullFixture(), smallFixture()
+	testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "rtu", Port: slave,
+		Units: map[int]testpeer.PyModbusUnit{1: meter.unit, 2: pump.unit}})
+	silent := newFixture()
+	silent.tags = []string{"{name: x, table: holding_register, address: 0, type: uint16, unit: A}"}
+	silent.want["x"] = nil
+	silent.error["x"] = "timeout"
+	fixtures := map[string]*fixture{"meter1": meter, "pump2": pump, "ghost7": silent}
+
+	cfg := loadTestConfig(t, fmt.Sprintf(`modbus:
+  transport: rtu
+  serial: {port: %s, baud: 19200}
+  timeout: 200ms
+  retries: 0
+  devices:
+%s%s%s`, master, indent(deviceYAML("meter1", 1, "", meter)), indent(deviceYAML("pump2", 2, "", pump)),
+		indent(deviceYAML("ghost7", 7, "", silent))))
+	broker := testpeer.Mosquitto(t)
+	msgs := testpeer.Subscribe(t, broker, "plant/line3-gw01/data/modbus-line3/+")
+	pub, err := publish.New(publish.Config{Broker: broker, TopicPrefix: "plant", GatewayID: "line3-gw01",
+		CollectorName: "modbus-line3", DataDir: t.TempDir(), Version: "test"}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- pub.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-pubDone })
+	startPoller(t, cfg, 200*time.Millisecond, pub)
+
+	// Tag order of each device as configured: readings come in that order.
+	order := map[string][]Tag{}
+	for _, d := range cfg.Devices {
+		order[d.Name] = d.Tags
+	}
+	seen := map[string]int{}
+	var lastSeq float64
+	deadline := time.After(30 * time.Second)
+	for seen["meter1"] < 3 || seen["pump2"] < 3 || seen["ghost7"] < 1 {
+		var m testpeer.Message
+		select {
+		case m = <-msgs:
+		case <-deadline:
+			t.Fatalf("messages seen %v in 30 s", seen)
+		}
+		var p map[string]any
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			t.Fatalf("%s: %v", m.Payload, err)
+		}
+		device := m.Topic[strings.LastIndex(m.Topic, "/")+1:]
+		f := fixtures[device]
+		if f == nil {
+			t.Fatalf("message for unknown device on %s", m.Topic)
+		}
+		seen[device]++
+		if got := sortedKeys(p); got != "collector,device,gateway,readings,seq,ts" {
+			t.Errorf("payload keys %s: %s", got, m.Payload)
+		}
+		if p["gateway"] != "line3-gw01" || p["collector"] != "modbus-line3" || p["device"] != device {
+			t.Errorf("payload header %s", m.Payload)
+		}
+		seq, _ := p["seq"].(float64)
+		if seq != lastSeq+1 {
+			t.Errorf("seq %v after %v", seq, lastSeq)
+		}
+		lastSeq = seq
+		ts, _ := p["ts"].(float64)
+		if age := time.Since(time.UnixMilli(int64(ts))); age < 0 || age > 10*time.Second {
+			t.Errorf("ts %v is %v from now", ts, age)
+		}
+		rs, _ := p["readings"].([]any)
+		if len(rs) != len(order[device]) {
+			t.Fatalf("%s: %d readings, want %d", device, len(rs), len(order[device]))
+		}
+		for i, x := range rs {
+			r := x.(map[string]any)
+			tg := order[device][i]
+			tag := tg.Name
+			if r["tag"] != tag {
+				t.Errorf("%s reading %d is %v, want %s", device, i, r["tag"], tag)
+				continue
+			}
+			rts, _ := r["ts"].(float64)
+			if rts < ts {
+				t.Errorf("%s/%s ts %v before the batch ts %v", device, tag, rts, ts)
+			}
+			want := f.want[tag]
+			keys := []string{"quality", "tag", "ts", "value"}
+			if tg.Unit != "" {
+				keys = append(keys, "unit")
+				if r["unit"] != tg.Unit {
+					t.Errorf("%s/%s unit %v, want %s", device, tag, r["unit"], tg.Unit)
+				}
+			}
+			if want == nil {
+				keys = append(keys, "error")
+				if r["quality"] != "bad" || r["value"] != nil || r["error"] != f.error[tag] {
+					t.Errorf("%s/%s = %v, want bad with %q", device, tag, r, f.error[tag])
+				}
+			} else if r["quality"] != "good" || !sameValue(r["value"], jsonValue(want)) {
+				t.Errorf("%s/%s = %v, want good %v", device, tag, r, want)
+			}
+			sort.Strings(keys)
+			if got := sortedKeys(r); got != strings.Join(keys, ",") {
+				t.Errorf("%s/%s keys %s, want %s", device, tag, got, keys)
+			}
+		}
+	}
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n  ") + "\n"
+}
+
+func sortedKeys(m map[string]any) string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, ",")
+}
+
+// jsonValue is how a Go value reads back from JSON: every number a float64.
+func jsonValue(v any) any {
+	switch x := v.(type) {
+	case int64:
+		return float64(x)
+	case uint64:
+		return float64(x)
+	}
+	return v
 }
