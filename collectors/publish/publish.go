@@ -5,11 +5,11 @@
 // that counts data messages from 1 and continues across restarts.
 //
 // Publish never waits for the broker: it numbers the batch, encodes it and
-// appends it to the outbound queue. Run sends from the queue with a bounded
-// window of unacknowledged messages and removes a message only when the
-// broker's PUBACK arrived; paho (clean session off, auto-reconnect on) resends
-// the window after a reconnect, so a broker outage costs no message that is
-// still in the queue.
+// appends it to the durable outbound queue (package queue, in DATA_DIR/queue).
+// Run sends from the queue with a bounded window of unacknowledged messages
+// and removes a message only when the broker's PUBACK arrived; paho (clean
+// session off, auto-reconnect on) resends the window after a reconnect, and
+// after a restart the queue resends whatever was not acknowledged.
 package publish
 
 import (
@@ -30,6 +30,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/sync/errgroup"
 
+	"fieldgate/collectors/queue"
 	"fieldgate/collectors/reading"
 	"fieldgate/collectors/runenv"
 )
@@ -37,8 +38,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultMaxInFlight = 256
-	DefaultQueueLimit  = 100_000
 	DefaultStopTimeout = 3 * time.Second
+	DefaultInterval    = 5 * time.Second
 )
 
 // Config says where and as whom to publish.
@@ -53,16 +54,20 @@ type Config struct {
 	TopicPrefix   string
 	GatewayID     string
 	CollectorName string
-	// DataDir holds the persisted seq counter (file "seq").
+	// DataDir holds the seq counter (file "seq") and the outbound queue
+	// (directory "queue").
 	DataDir string
+	// Queue bounds and durability of the outbound queue; Queue.Dir defaults
+	// to DataDir/queue.
+	Queue queue.Config
+	// Interval is the poll interval: a batch sent later than its poll time
+	// plus Interval is marked "replayed". Default DefaultInterval.
+	Interval time.Duration
 	// Version is reported in the status message.
 	Version string
 	// MaxInFlight bounds the messages sent but not yet acknowledged;
 	// default DefaultMaxInFlight.
 	MaxInFlight int
-	// QueueLimit bounds the batches waiting in memory; when full the oldest
-	// is dropped and counted. Default DefaultQueueLimit.
-	QueueLimit int
 	// StopTimeout bounds how long Run drains the window at shutdown;
 	// default DefaultStopTimeout.
 	StopTimeout time.Duration
@@ -74,7 +79,8 @@ func ConfigFromEnv(e runenv.Env, version string) Config {
 		Broker: e.Broker, Username: e.Username, PasswordFile: e.PasswordFile,
 		CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
 		TopicPrefix: e.TopicPrefix, GatewayID: e.GatewayID, CollectorName: e.CollectorName,
-		DataDir: e.DataDir, Version: version,
+		DataDir: e.DataDir, Version: version, Interval: e.PollInterval,
+		Queue: queue.Config{MaxBytes: e.QueueMaxBytes, MaxAge: e.QueueMaxAge, Sync: e.QueueSync, Policy: e.QueuePolicy},
 	}
 }
 
@@ -82,7 +88,8 @@ func ConfigFromEnv(e runenv.Env, version string) Config {
 type Stats struct {
 	Published uint64 // batches acknowledged by the broker
 	Pending   int    // batches queued or in flight
-	Dropped   uint64 // batches dropped because the queue was full
+	Dropped   uint64 // batches dropped: queue full (drop_oldest) or too old
+	Rejected  uint64 // batches refused: queue full (reject_new)
 	Connected bool
 	LastError string
 }
@@ -96,7 +103,9 @@ type Publisher struct {
 	dataPrefix  string
 
 	seq   *seqFile
-	queue *queue
+	queue *queue.Queue
+	// pubMu orders seq numbering with queue appends.
+	pubMu sync.Mutex
 
 	mu        sync.Mutex
 	devices   map[string]string
@@ -115,8 +124,8 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	if cfg.QueueLimit <= 0 {
-		cfg.QueueLimit = DefaultQueueLimit
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
@@ -135,8 +144,16 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("publish: data dir %q: %w", cfg.DataDir, err)
 	}
-	seq, err := openSeq(filepath.Join(cfg.DataDir, "seq"))
+	if cfg.Queue.Dir == "" {
+		cfg.Queue.Dir = filepath.Join(cfg.DataDir, "queue")
+	}
+	q, err := queue.Open(cfg.Queue, log)
 	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	seq, err := openSeq(filepath.Join(cfg.DataDir, "seq"), q.LastSeq())
+	if err != nil {
+		q.Close()
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	p := &Publisher{
@@ -145,13 +162,14 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		statusTopic: fmt.Sprintf("%s/%s/status/%s", cfg.TopicPrefix, cfg.GatewayID, cfg.CollectorName),
 		dataPrefix:  fmt.Sprintf("%s/%s/data/%s/", cfg.TopicPrefix, cfg.GatewayID, cfg.CollectorName),
 		seq:         seq,
-		queue:       newQueue(cfg.QueueLimit),
+		queue:       q,
 		devices:     map[string]string{},
 		statusDue:   make(chan struct{}, 1),
 	}
 	opts, err := p.clientOptions()
 	if err != nil {
 		seq.Close()
+		q.Close()
 		return nil, err
 	}
 	p.client = mqtt.NewClient(opts)
@@ -240,23 +258,32 @@ func tlsConfig(cfg Config, host string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Publish numbers b, encodes it and queues it for the broker. It never waits
-// for the network; it fails only when the seq counter cannot be persisted.
+// Publish numbers b, encodes it and appends it to the durable queue. It never
+// waits for the network. A batch the full queue refuses (reject_new) is
+// counted and logged, and its seq stays unused, so subscribers see the gap.
+// It returns an error only when the disk fails.
 func (p *Publisher) Publish(_ context.Context, b reading.Batch) error {
 	b.Gateway, b.Collector = p.cfg.GatewayID, p.cfg.CollectorName
 	topic := p.dataPrefix + b.Device
-	p.queue.mu.Lock()
+	p.pubMu.Lock()
+	defer p.pubMu.Unlock()
 	seq, err := p.seq.Next()
 	if err != nil {
-		p.queue.mu.Unlock()
 		return fmt.Errorf("publish: %w", err)
 	}
 	b.Seq = seq
 	payload := b.AppendJSON(make([]byte, 0, 64+len(b.Readings)*80))
-	dropped := p.queue.pushLocked(message{seq: seq, topic: topic, payload: payload})
-	p.queue.mu.Unlock()
-	if dropped > 0 {
-		p.log.Warn("outbound queue full, oldest batch dropped", "limit", p.cfg.QueueLimit, "dropped_total", p.queue.Dropped())
+	before := p.queue.Stats().Dropped
+	err = p.queue.Append(queue.Record{Seq: seq, TS: b.TS, Topic: topic, Payload: payload})
+	switch {
+	case errors.Is(err, queue.ErrFull):
+		p.log.Warn("outbound queue full, batch rejected", "device", b.Device, "seq", seq, "rejected_total", p.queue.Stats().Rejected)
+		return nil
+	case err != nil:
+		return fmt.Errorf("publish: %w", err)
+	}
+	if after := p.queue.Stats().Dropped; after > before {
+		p.log.Warn("outbound queue full or too old, oldest batches dropped", "dropped", after-before, "dropped_total", after)
 	}
 	return nil
 }
@@ -277,7 +304,8 @@ func (p *Publisher) SetDeviceStatus(device, status string) {
 func (p *Publisher) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Published: p.published, Pending: p.queue.Len(), Dropped: p.queue.Dropped(), Connected: p.connected, LastError: p.lastError}
+	q := p.queue.Stats()
+	return Stats{Published: p.published, Pending: q.Pending, Dropped: q.Dropped, Rejected: q.Rejected, Connected: p.connected, LastError: p.lastError}
 }
 
 func (p *Publisher) requestStatus() {
@@ -292,20 +320,32 @@ func (p *Publisher) requestStatus() {
 // it waits up to StopTimeout for the window to be acknowledged, publishes
 // the "offline" status and disconnects.
 func (p *Publisher) Run(ctx context.Context) error {
-	defer p.seq.Close()
-	if err := p.connect(ctx); err != nil {
-		return nil // ctx cancelled before the first connection
-	}
+	defer p.close()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.queue.RunSync(gctx) })
+	if err := p.connect(ctx); err != nil {
+		return g.Wait() // ctx cancelled before the first connection
+	}
 	window := make(chan inflight, p.cfg.MaxInFlight)
-	g.Go(func() error { return p.send(gctx, window) })
-	g.Go(func() error { return p.ack(window) })
+	stopping := make(chan struct{})
+	g.Go(func() error { return p.send(gctx, window, stopping) })
+	g.Go(func() error { return p.ack(window, stopping) })
 	g.Go(func() error { return p.statusLoop(gctx) })
 	err := g.Wait()
 	tok := p.client.Publish(p.statusTopic, 1, true, p.statusPayload("offline", time.Now(), nil))
 	tok.WaitTimeout(time.Second)
 	p.client.Disconnect(250)
 	return err
+}
+
+// close flushes the queue and marks the seq counter cleanly stopped.
+func (p *Publisher) close() {
+	if err := p.queue.Close(); err != nil {
+		p.log.Error("outbound queue close failed", "err", err)
+	}
+	if err := p.seq.Close(); err != nil {
+		p.log.Error("seq counter close failed", "err", err)
+	}
 }
 
 // connect retries the first connection with exponential back-off (1 s
@@ -341,46 +381,68 @@ type inflight struct {
 	tok mqtt.Token
 }
 
-// send moves queued messages into the window. Closing the window on return
-// lets ack drain what is left.
-func (p *Publisher) send(ctx context.Context, window chan<- inflight) error {
+// send moves queued records into the window, marking those sent later than
+// their poll plus one interval as replayed. Closing the window on return lets
+// ack drain what is left; stopping tells ack the drain has a deadline.
+func (p *Publisher) send(ctx context.Context, window chan<- inflight, stopping chan<- struct{}) error {
 	defer close(window)
+	defer close(stopping)
 	for {
-		m, ok := p.queue.next(ctx)
+		r, ok := p.queue.Next(ctx)
 		if !ok {
 			return nil
 		}
-		tok := p.client.Publish(m.topic, 1, false, m.payload)
+		payload := r.Payload
+		if time.Since(r.TS) > p.cfg.Interval {
+			payload = markReplayed(payload)
+		}
+		tok := p.client.Publish(r.Topic, 1, false, payload)
 		select {
-		case window <- inflight{seq: m.seq, tok: tok}:
+		case window <- inflight{seq: r.Seq, tok: tok}:
 		case <-ctx.Done():
 			return nil
 		}
 	}
 }
 
+// markReplayed adds "replayed":true to an encoded batch. Key order does not
+// matter in JSON, so it goes first.
+func markReplayed(payload []byte) []byte {
+	if len(payload) == 0 || payload[0] != '{' {
+		return payload
+	}
+	out := make([]byte, 0, len(payload)+16)
+	out = append(out, `{"replayed":true,`...)
+	return append(out, payload[1:]...)
+}
+
 // ack waits for each message's PUBACK in order and removes acknowledged
-// messages from the queue; a failed message is put back to be sent again.
-// After the window is closed it waits at most StopTimeout in all.
-func (p *Publisher) ack(window <-chan inflight) error {
+// records from the queue; a failed message is put back to be sent again.
+// Once stopping is closed it waits at most StopTimeout in all: what is not
+// acknowledged by then stays queued on disk for the next start.
+func (p *Publisher) ack(window <-chan inflight, stopping <-chan struct{}) error {
 	var deadline <-chan time.Time
 	for f := range window {
-		if deadline == nil && p.queue.closed() {
-			deadline = time.After(p.cfg.StopTimeout)
-		}
 		select {
 		case <-f.tok.Done():
-		case <-deadline:
-			continue
+		case <-stopping:
+			if deadline == nil {
+				deadline = time.After(p.cfg.StopTimeout)
+			}
+			select {
+			case <-f.tok.Done():
+			case <-deadline:
+				continue
+			}
 		}
 		if err := f.tok.Error(); err != nil {
 			if !errors.Is(err, mqtt.ErrNotConnected) {
 				p.log.Warn("mqtt publish failed, will resend", "seq", f.seq, "err", err)
 			}
-			p.queue.resend(f.seq)
+			p.queue.Resend(f.seq)
 			continue
 		}
-		p.queue.ack(f.seq)
+		p.queue.Ack(f.seq)
 		p.mu.Lock()
 		p.published++
 		p.mu.Unlock()
@@ -427,8 +489,10 @@ type Status struct {
 // QueueStatus is the outbound queue's part of the status: batches waiting and
 // batches dropped because it was full.
 type QueueStatus struct {
-	Pending int    `json:"pending"`
-	Dropped uint64 `json:"dropped"`
+	Pending  int    `json:"pending"`
+	Bytes    int64  `json:"bytes"`
+	Dropped  uint64 `json:"dropped"`
+	Rejected uint64 `json:"rejected"`
 }
 
 // statusPayload encodes the status; the will (zero ts) carries no devices.
@@ -436,7 +500,8 @@ func (p *Publisher) statusPayload(state string, ts time.Time, devices map[string
 	st := Status{State: state, Version: p.cfg.Version, Devices: devices}
 	if !ts.IsZero() {
 		st.TS = ts.UnixMilli()
-		st.Queue = &QueueStatus{Pending: p.queue.Len(), Dropped: p.queue.Dropped()}
+		q := p.queue.Stats()
+		st.Queue = &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}
 	}
 	b, _ := json.Marshal(st)
 	return b

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -40,6 +41,14 @@ type Env struct {
 	ConfigPath    string        // COLLECTOR_CONFIG, default /etc/fieldgate/collector.yaml
 	DataDir       string        // DATA_DIR, default /var/lib/fieldgate
 	LogLevel      string        // LOG_LEVEL: debug, info, warn, error; default info
+
+	// The durable outbound queue in DATA_DIR/queue (zero values mean the
+	// queue package's defaults: 256 MiB, no age limit, fsync every 1s,
+	// drop_oldest).
+	QueueMaxBytes int64         // QUEUE_MAX_BYTES: bytes, or with a unit: 64MiB, 1GiB, 500MB
+	QueueMaxAge   time.Duration // QUEUE_MAX_AGE: drop batches older than this; default none
+	QueueSync     time.Duration // QUEUE_SYNC: "always" (fsync every batch) or the longest wait for fsync, e.g. 1s
+	QueuePolicy   string        // QUEUE_POLICY: drop_oldest or reject_new
 }
 
 // idRe is what may stand in a topic level: gateway and collector names.
@@ -96,6 +105,36 @@ func Load(getenv func(string) string, protocol string) (Env, error) {
 	}
 	if _, ok := levels[e.LogLevel]; !ok {
 		problems = append(problems, fmt.Sprintf("LOG_LEVEL: unknown level %q (valid: debug, info, warn, error)", e.LogLevel))
+	}
+	e.QueueSync = -1 // the queue's default
+	if v := getenv("QUEUE_MAX_BYTES"); v != "" {
+		n, err := ParseSize(v)
+		if err != nil || n <= 0 {
+			problems = append(problems, fmt.Sprintf("QUEUE_MAX_BYTES: invalid size %q (want e.g. 268435456, 256MiB, 1GiB)", v))
+		}
+		e.QueueMaxBytes = n
+	}
+	if v := getenv("QUEUE_MAX_AGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			problems = append(problems, fmt.Sprintf("QUEUE_MAX_AGE: invalid duration %q (want e.g. 24h)", v))
+		}
+		e.QueueMaxAge = d
+	}
+	if v := getenv("QUEUE_SYNC"); v == "always" {
+		e.QueueSync = 0
+	} else if v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			problems = append(problems, fmt.Sprintf("QUEUE_SYNC: invalid value %q (valid: always, or a duration such as 1s)", v))
+		}
+		e.QueueSync = d
+	}
+	switch v := getenv("QUEUE_POLICY"); v {
+	case "", "drop_oldest", "reject_new":
+		e.QueuePolicy = v
+	default:
+		problems = append(problems, fmt.Sprintf("QUEUE_POLICY: unknown policy %q (valid: drop_oldest, reject_new)", v))
 	}
 	if len(problems) > 0 {
 		return e, fmt.Errorf("environment: %s", strings.Join(problems, "; "))
@@ -180,4 +219,33 @@ var levels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelI
 // the collector's name on every line.
 func (e Env) Logger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: levels[e.LogLevel]})).With("collector", e.CollectorName)
+}
+
+// sizeUnits are the multipliers ParseSize accepts (IEC and SI, case as
+// written by engineers: 64MiB, 64Mi, 64M, 64MB).
+var sizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"k": 1000, "kb": 1000, "ki": 1 << 10, "kib": 1 << 10,
+	"m": 1000 * 1000, "mb": 1000 * 1000, "mi": 1 << 20, "mib": 1 << 20,
+	"g": 1000 * 1000 * 1000, "gb": 1000 * 1000 * 1000, "gi": 1 << 30, "gib": 1 << 30,
+}
+
+// ParseSize reads a byte size such as "268435456", "256MiB", "64Mi", "500MB"
+// or "1G" (SI units are powers of 1000, IEC units powers of 1024).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	mult, ok := sizeUnits[unit]
+	if num == "" || !ok {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 64MiB, 500MB, 1GiB)", s)
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q: %w", s, err)
+	}
+	return int64(f * float64(mult)), nil
 }

@@ -71,3 +71,41 @@ func TestLoadErrorsNameEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"268435456", 268435456, false}, {"256MiB", 256 << 20, false}, {"64Mi", 64 << 20, false},
+		{"500MB", 500_000_000, false}, {"1G", 1_000_000_000, false}, {"1.5GiB", 3 << 29, false},
+		{"", 0, true}, {"MiB", 0, true}, {"12 parsecs", 0, true},
+	}
+	for _, tc := range tests {
+		got, err := ParseSize(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d (error %v)", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestQueueEnv(t *testing.T) {
+	env := map[string]string{"QUEUE_MAX_BYTES": "64MiB", "QUEUE_MAX_AGE": "24h", "QUEUE_SYNC": "always", "QUEUE_POLICY": "reject_new"}
+	e, err := Load(func(k string) string { return env[k] }, "modbus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.QueueMaxBytes != 64<<20 || e.QueueMaxAge != 24*time.Hour || e.QueueSync != 0 || e.QueuePolicy != "reject_new" {
+		t.Errorf("queue env = %+v", e)
+	}
+	env = map[string]string{"QUEUE_SYNC": "sometimes", "QUEUE_POLICY": "drop_newest"}
+	if _, err := Load(func(k string) string { return env[k] }, "modbus"); err == nil ||
+		!strings.Contains(err.Error(), "QUEUE_SYNC") || !strings.Contains(err.Error(), "QUEUE_POLICY") {
+		t.Errorf("error = %v", err)
+	}
+	e, _ = Load(func(string) string { return "" }, "modbus")
+	if e.QueueSync != -1 {
+		t.Errorf("default QueueSync = %v, want -1 (queue default)", e.QueueSync)
+	}
+}
