@@ -7,6 +7,7 @@
 package opcua
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -82,6 +83,47 @@ type Config struct {
 	Auth *Auth `yaml:"auth"`
 	// Nodes are the variables to collect.
 	Nodes []Node `yaml:"nodes"`
+
+	// lines maps keys ("mode", "security.policy") to their line in the
+	// file, so errors point at the key rather than its mapping.
+	lines map[string]int
+}
+
+// at is the position of key in the file, or of fallback's mapping.
+func (c *Config) at(key string, fallback configfile.Pos) configfile.Pos {
+	if l := c.lines[key]; l > 0 {
+		return configfile.Pos{Line: l}
+	}
+	return fallback
+}
+
+// keyLines records the line of every key of the top-level mapping (after
+// unwrapping `opcua:`) and of the security and auth mappings.
+func keyLines(data []byte) map[string]int {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == "opcua" {
+		root = root.Content[1]
+	}
+	out := map[string]int{}
+	var walk func(n *yaml.Node, prefix string, depth int)
+	walk = func(n *yaml.Node, prefix string, depth int) {
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := prefix + n.Content[i].Value
+			out[k] = n.Content[i].Line
+			if depth == 0 && (k == "security" || k == "auth") {
+				walk(n.Content[i+1], k+".", 1)
+			}
+		}
+	}
+	walk(root, "", 0)
+	return out
 }
 
 // Security is the secure channel configuration.
@@ -120,13 +162,13 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 	switch n.Kind {
 	case yaml.ScalarNode:
 		if n.Value != "anonymous" {
-			return fmt.Errorf("auth: unknown value %q (valid: anonymous, or a mapping with username and password_file, or cert_file and key_file)", n.Value)
+			return fmt.Errorf("unknown value %q (valid: anonymous, or a mapping with username and password_file, or cert_file and key_file)", n.Value)
 		}
 		a.Anonymous = true
 		return nil
 	case yaml.MappingNode:
 	default:
-		return fmt.Errorf("auth: want anonymous or a mapping")
+		return fmt.Errorf("want anonymous or a mapping")
 	}
 	fields := map[string]*string{
 		"username": &a.Username, "password_file": &a.PasswordFile,
@@ -159,7 +201,7 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 		*p = v.Value
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("auth: %s", strings.Join(errs, "; "))
+		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
 }
@@ -214,12 +256,18 @@ func LoadFile(path string) (Config, error) {
 // Parse decodes and validates a collector file. Every problem is reported as
 // "FILE:LINE: message" in one *configfile.Errors.
 func Parse(path string, data []byte) (Config, error) {
-	var c Config
+	c := Config{lines: keyLines(data)}
 	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua")); err != nil {
-		// Report validation problems along with decoding ones, so one run
-		// shows everything.
 		errs := configfile.NewErrors(path)
 		errs.Merge(configfile.Pos{}, err)
+		// Report validation problems along with decoding ones, so one run
+		// shows everything, unless the YAML itself is broken: then the
+		// half-read content would only add noise.
+		for _, e := range errs.List {
+			if strings.HasPrefix(e.Msg, "invalid YAML") {
+				return c, errs.Err()
+			}
+		}
 		c.validate(errs, true)
 		return c, errs.Err()
 	}
@@ -247,34 +295,34 @@ func oneOf(v string, valid []string) bool {
 func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 	switch {
 	case c.Endpoint == "":
-		errs.Add(c.Pos, "endpoint: missing (e.g. opc.tcp://10.0.0.5:4840)")
+		errs.Add(c.at("endpoint", c.Pos), "endpoint: missing (e.g. opc.tcp://10.0.0.5:4840)")
 	case !strings.HasPrefix(c.Endpoint, "opc.tcp://"):
-		errs.Add(c.Pos, "endpoint: %q is not an opc.tcp:// URL", c.Endpoint)
+		errs.Add(c.at("endpoint", c.Pos), "endpoint: %q is not an opc.tcp:// URL", c.Endpoint)
 	}
 	if c.Mode != "" && !oneOf(c.Mode, validModes) {
-		errs.Add(c.Pos, "mode: unknown mode %q (valid: %s)", c.Mode, strings.Join(validModes, ", "))
+		errs.Add(c.at("mode", c.Pos), "mode: unknown mode %q (valid: %s)", c.Mode, strings.Join(validModes, ", "))
 	}
 	if c.PublishingInterval < 0 {
-		errs.Add(c.Pos, "publishing_interval: must not be negative, got %s", c.PublishingInterval)
+		errs.Add(c.at("publishing_interval", c.Pos), "publishing_interval: must not be negative, got %s", c.PublishingInterval)
 	}
 	if s := c.Security; s != nil {
 		policyOK := oneOf(s.Policy, validPolicies)
 		modeOK := oneOf(s.Mode, validSecModes)
 		switch {
 		case s.Policy == "":
-			errs.Add(s.Pos, "security.policy: missing (valid: %s)", strings.Join(validPolicies, ", "))
+			errs.Add(c.at("security", s.Pos), "security.policy: missing (valid: %s)", strings.Join(validPolicies, ", "))
 		case !policyOK:
-			errs.Add(s.Pos, "security.policy: unknown policy %q (valid: %s)", s.Policy, strings.Join(validPolicies, ", "))
+			errs.Add(c.at("security.policy", s.Pos), "security.policy: unknown policy %q (valid: %s)", s.Policy, strings.Join(validPolicies, ", "))
 		}
 		switch {
 		case s.Mode == "":
-			errs.Add(s.Pos, "security.mode: missing (valid: %s)", strings.Join(validSecModes, ", "))
+			errs.Add(c.at("security", s.Pos), "security.mode: missing (valid: %s)", strings.Join(validSecModes, ", "))
 		case !modeOK:
-			errs.Add(s.Pos, "security.mode: unknown mode %q (valid: %s)", s.Mode, strings.Join(validSecModes, ", "))
+			errs.Add(c.at("security.mode", s.Pos), "security.mode: unknown mode %q (valid: %s)", s.Mode, strings.Join(validSecModes, ", "))
 		}
 		if policyOK && modeOK {
 			if (s.Policy == PolicyNone) != (s.Mode == SecModeNone) {
-				errs.Add(s.Pos, "security: policy %s cannot be used with mode %s (policy None goes with mode None only)", s.Policy, s.Mode)
+				errs.Add(c.at("security.mode", s.Pos), "security: policy %s cannot be used with mode %s (policy None goes with mode None only)", s.Policy, s.Mode)
 			}
 		}
 		if (s.CertFile == "") != (s.KeyFile == "") {
@@ -309,7 +357,7 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 		}
 	}
 	if needNodes && len(c.Nodes) == 0 {
-		errs.Add(c.Pos, "nodes: at least one node is required")
+		errs.Add(c.at("nodes", c.Pos), "nodes: at least one node is required")
 	}
 	seen := map[string]int{}
 	for i := range c.Nodes {
