@@ -29,7 +29,7 @@ build: ## build every command into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./gateway/cmd/... ./collectors/cmd/... ./devices/cmd/...
 
 images: ## build the collector OCI image archives into dist/images/
-	@firmware/build-images.sh $(VERSION)
+	@VERSION=$(VERSION) firmware/build-images.sh
 
 test: setup ## run every test (unit, real-peer integration, short fuzzing) — what CI runs
 	$(GO) vet ./...
