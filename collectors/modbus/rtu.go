@@ -17,7 +17,7 @@ import (
 type rtuOptions struct {
 	Port     string
 	Baud     int
-	DataBits int    // 7 or 8
+	DataBits int    // 5..8, default 8
 	Parity   string // "N", "E" or "O"
 	StopBits int    // 1 or 2
 	Timeout  time.Duration
@@ -75,10 +75,8 @@ func newRTULine(o rtuOptions) (*rtuLine, error) {
 	default:
 		return nil, fmt.Errorf("serial port %q: unknown parity %q (valid: N, E, O)", o.Port, o.Parity)
 	}
-	switch o.DataBits {
-	case 7, 8:
-	default:
-		return nil, fmt.Errorf("serial port %q: data bits %d (valid: 7, 8)", o.Port, o.DataBits)
+	if o.DataBits < 5 || o.DataBits > 8 {
+		return nil, fmt.Errorf("serial port %q: data bits %d (valid: 5, 6, 7, 8)", o.Port, o.DataBits)
 	}
 	switch o.StopBits {
 	case 1:

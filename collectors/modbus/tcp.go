@@ -23,9 +23,13 @@ type tcpConn struct {
 	conn net.Conn
 	used bool // conn has carried at least one good exchange
 	tid  uint16
-	req  [12]byte
-	buf  [7 + 253]byte
-	hdr  [7]byte
+	// stale holds the transaction ids of requests on this connection that
+	// got no proper answer (timeout, garbage): a late answer to one of them
+	// is skipped; any other unexpected id is garbage.
+	stale []uint16
+	req   [12]byte
+	buf   [7 + 253]byte
+	hdr   [7]byte
 }
 
 func newTCPConn(addr string, timeout time.Duration) (*tcpConn, error) {
@@ -47,6 +51,26 @@ func (c *tcpConn) drop() {
 		c.conn.Close()
 		c.conn = nil
 	}
+	c.stale = c.stale[:0]
+}
+
+// remember notes a transaction id whose answer may still arrive (the last 8).
+func (c *tcpConn) remember(tid uint16) {
+	if len(c.stale) == 8 {
+		c.stale = append(c.stale[:0], c.stale[1:]...)
+	}
+	c.stale = append(c.stale, tid)
+}
+
+// forget reports whether tid was remembered, and forgets it.
+func (c *tcpConn) forget(tid uint16) bool {
+	for i, t := range c.stale {
+		if t == tid {
+			c.stale = append(c.stale[:i], c.stale[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // Close closes the connection.
@@ -136,24 +160,25 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 			return nil, c.ioErr(ctx, err), fresh
 		}
 		if rtid != tid {
-			// A late answer to a request that timed out: skip it if it is
-			// older than ours, otherwise the stream is not ours to trust.
-			if tid-rtid < 0x8000 {
-				continue
+			if c.forget(rtid) {
+				continue // a late answer to an earlier request
 			}
-			c.drop()
+			c.remember(tid)
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("transaction id %d, want %d", rtid, tid)}, fresh
 		}
 		c.used = true
 		if c.hdr[6] != unit {
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("answer from unit %d", c.hdr[6])}, fresh
 		}
+		if len(body) < 2 {
+			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("pdu of %d bytes", len(body))}, fresh
+		}
 		switch {
 		case body[0] == fn|0x80 && len(body) == 2:
 			return nil, &ExceptionError{Function: fn, Code: body[1]}, fresh
 		case body[0] != fn:
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("function %d in answer to %d", body[0], fn)}, fresh
-		case len(body) < 2 || int(body[1]) != want || len(body) != 2+want:
+		case int(body[1]) != want || len(body) != 2+want:
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("byte count %d (frame %d bytes), want %d", body[1], len(body), want)}, fresh
 		}
 		return body[2:], nil, fresh
@@ -169,6 +194,7 @@ func (c *tcpConn) ioErr(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.remember(c.tid)
 		return ErrTimeout
 	}
 	c.drop()

@@ -1,0 +1,170 @@
+package modbus
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"fieldgate/collectors/reading"
+	"fieldgate/devices/devsim"
+	"fieldgate/devices/profiles"
+	"fieldgate/internal/testpeer"
+)
+
+// TestRTUGarbageFramesResync: units on one pty line answer with a bad CRC,
+// as the wrong unit, or with half a frame, every other request. Each bad
+// frame costs only the request it answered (its tags bad, naming the unit),
+// is counted as garbage, and the line stays usable: the clean unit is good
+// in every batch and the faulty ones are good whenever their answer is.
+func TestRTUGarbageFramesResync(t *testing.T) {
+	testpeer.Require(t, "socat")
+	master, slave := testpeer.PtyPair(t)
+	prof, err := profiles.Lookup("fieldgate-bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frozen := time.Date(2026, 1, 1, 12, 0, 7, 0, time.UTC)
+	sim, err := devsim.NewModbus(devsim.Config{RTU: slave, Serial: devsim.Serial{Baud: 19200},
+		Units: []devsim.Unit{{ID: 1, Profile: prof}, {ID: 2, Profile: prof}, {ID: 3, Profile: prof}, {ID: 4, Profile: prof}},
+		Faults: map[uint8]devsim.Fault{
+			1: {Kind: devsim.FaultBadCRC, Every: 2},
+			2: {Kind: devsim.FaultWrongUnit, Every: 2},
+			3: {Kind: devsim.FaultShortFrame, Every: 2},
+		}}, devsim.WithClock(func() time.Time { return frozen }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	simDone := make(chan error, 1)
+	go func() { simDone <- sim.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-simDone })
+	if err := sim.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var yaml strings.Builder
+	fmt.Fprintf(&yaml, "transport: rtu\nserial: {port: %s, baud: 19200}\ntimeout: 150ms\nretries: 0\ndevices:\n", master)
+	for id := 1; id <= 4; id++ {
+		fmt.Fprintf(&yaml, "  - name: u%d\n    unit_id: %d\n    tags:\n", id, id)
+		for _, a := range []int{0, 1, 2, 130} { // two requests: 0..2 and 130
+			fmt.Fprintf(&yaml, "      - {name: h%03d, table: holding_register, address: %d, type: uint16}\n", a, a)
+		}
+	}
+	cfg := loadTestConfig(t, yaml.String())
+	sink := newChanSink()
+	p := startPoller(t, cfg, 50*time.Millisecond, sink)
+	testpeer.WaitFor(t, 30*time.Second, "8 batches of every unit", func() bool {
+		for id := 1; id <= 4; id++ {
+			if sink.count(fmt.Sprintf("u%d", id)) < 8 {
+				return false
+			}
+		}
+		return true
+	})
+
+	reasons := map[int]string{1: "bad crc", 2: "answer from unit", 3: "short frame"}
+	for id := 1; id <= 4; id++ {
+		want, err := sim.Expected(uint8(id), frozen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("u%d", id)
+		good, bad := 0, 0
+		for _, b := range sink.all(name) {
+			for _, r := range b.Readings {
+				switch r.Quality {
+				case reading.Good:
+					good++
+					if v, ok := r.Value.(uint64); !ok || float64(v) != want[r.Tag] {
+						t.Errorf("%s/%s = %#v, want %v", name, r.Tag, r.Value, want[r.Tag])
+					}
+				default:
+					bad++
+					prefix := fmt.Sprintf("garbage response from unit %d: ", id)
+					if id == 4 || !strings.HasPrefix(r.Error, prefix) || !strings.Contains(r.Error, reasons[id]) {
+						t.Errorf("%s/%s: %q, want %q...%q", name, r.Tag, r.Error, prefix, reasons[id])
+					}
+				}
+			}
+		}
+		if id != 4 && (good == 0 || bad == 0) {
+			t.Errorf("%s: %d good and %d bad readings, want both", name, good, bad)
+		}
+	}
+	for _, st := range p.Stats() {
+		t.Logf("%+v", st)
+		if st.Device == "u4" && st.Errors != 0 {
+			t.Errorf("clean unit u4 had errors: %+v", st)
+		}
+		if st.Device != "u4" && st.Garbage == 0 {
+			t.Errorf("%s: no garbage counted: %+v", st.Device, st)
+		}
+	}
+}
+
+// TestRTULineOptions: invalid line settings are refused by name.
+func TestRTULineOptions(t *testing.T) {
+	for _, tc := range []struct {
+		o    rtuOptions
+		want string
+	}{
+		{rtuOptions{Port: "", Baud: 9600}, "serial port path is empty"},
+		{rtuOptions{Port: "/dev/ttyUSB0", Baud: 0}, `serial port "/dev/ttyUSB0": baud 0 must be positive`},
+		{rtuOptions{Port: "/dev/ttyUSB0", Baud: 9600, Parity: "M"}, `unknown parity "M" (valid: N, E, O)`},
+		{rtuOptions{Port: "/dev/ttyUSB0", Baud: 9600, DataBits: 9}, "data bits 9 (valid: 5, 6, 7, 8)"},
+		{rtuOptions{Port: "/dev/ttyUSB0", Baud: 9600, StopBits: 3}, "stop bits 3 (valid: 1, 2)"},
+	} {
+		if _, err := newRTULine(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err %v, want %q", tc.o, err, tc.want)
+		}
+	}
+	// The silence is 3.5 characters up to 19200 baud, 1.75 ms above.
+	for _, tc := range []struct {
+		baud, parityBits int
+		parity           string
+		want             time.Duration
+	}{
+		{9600, 0, "N", 3645833 * time.Nanosecond},  // 10 bits: 1.0417 ms a char
+		{19200, 1, "E", 2005208 * time.Nanosecond}, // 11 bits
+		{115200, 0, "N", 1750 * time.Microsecond},
+	} {
+		l, err := newRTULine(rtuOptions{Port: "/dev/null", Baud: tc.baud, Parity: tc.parity})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := l.silence - tc.want; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("baud %d parity %s: silence %v, want %v", tc.baud, tc.parity, l.silence, tc.want)
+		}
+	}
+}
+
+// TestRTUExclusiveOpen: a second master on the same port is refused while
+// the first holds it (flock; TIOCEXCL alone does not stop root).
+func TestRTUExclusiveOpen(t *testing.T) {
+	testpeer.Require(t, "socat")
+	master, _ := testpeer.PtyPair(t)
+	a, err := newRTULine(rtuOptions{Port: master, Baud: 19200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.open(); err != nil {
+		t.Fatalf("first open: %v", err)
+	}
+	b, _ := newRTULine(rtuOptions{Port: master, Baud: 19200})
+	err = b.open()
+	if err == nil {
+		b.Close()
+		t.Fatal("second open of a port in use succeeded")
+	}
+	if !strings.Contains(err.Error(), "busy") || !strings.Contains(err.Error(), master) {
+		t.Errorf("second open: %v, want a busy error naming the port", err)
+	}
+	a.Close()
+	if err := b.open(); err != nil {
+		t.Errorf("open after the first closed: %v", err)
+	}
+	b.Close()
+}
