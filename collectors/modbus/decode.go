@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -78,7 +79,7 @@ func decodeRegisters(t *Tag, b []byte) (any, error) {
 	case TypeInt64:
 		return scaleInt(t, int64(binary.BigEndian.Uint64(buf[:8]))), nil
 	case TypeFloat32:
-		return scaleFloat(t, float64(math.Float32frombits(binary.BigEndian.Uint32(buf[:4])))), nil
+		return scaleFloat(t, decimalFloat32(math.Float32frombits(binary.BigEndian.Uint32(buf[:4])))), nil
 	case TypeFloat64:
 		return scaleFloat(t, math.Float64frombits(binary.BigEndian.Uint64(buf[:8]))), nil
 	case TypeString:
@@ -137,6 +138,22 @@ func scaleInt(t *Tag, v int64) any {
 		return v
 	}
 	return scaleFloat(t, float64(v))
+}
+
+// decimalFloat32 widens f to the float64 nearest its shortest decimal form, so
+// a meter's 230.1 V is published as 230.1 and not as 230.10000610351562 (the
+// exact binary value of the float32), and scaling starts from what the device
+// meant.
+func decimalFloat32(f float32) float64 {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return float64(f)
+	}
+	var buf [32]byte
+	v, err := strconv.ParseFloat(string(strconv.AppendFloat(buf[:0], float64(f), 'g', -1, 32)), 64)
+	if err != nil {
+		return float64(f)
+	}
+	return v
 }
 
 func scaleFloat(t *Tag, v float64) float64 {

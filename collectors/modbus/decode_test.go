@@ -110,7 +110,7 @@ func TestDecodeTypes(t *testing.T) {
 		{"int64 negative", TypeInt64, "fffffffffffffffe", int64(-2), 9.0},
 		{"int64 positive", TypeInt64, "0102030405060708", int64(72623859790382856), 72623859790382856*half + ten},
 		{"uint64 max", TypeUint64, "ffffffffffffffff", uint64(math.MaxUint64), float64(math.MaxUint64)*half + ten},
-		{"float32", TypeFloat32, "42f6e979", float64(float32(123.456)), float64(float32(123.456))*half + ten},
+		{"float32", TypeFloat32, "42f6e979", 123.456, 123.456*half + ten},
 		{"float32 negative", TypeFloat32, "c0200000", -2.5, 8.75},
 		{"float32 one", TypeFloat32, "3f800000", 1.0, 10.5},
 		{"float64", TypeFloat64, "405edd2f1a9fbe77", 123.456, 123.456*half + ten},
