@@ -13,7 +13,11 @@ FUZZTIME ?= 10s
 # longer by `make fuzz`.
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
-	./collectors/reading:FuzzAppendJSON
+	./collectors/reading:FuzzAppendJSON \
+	./collectors/queue:FuzzDecode \
+	./collectors/modbus:FuzzPlan \
+	./collectors/modbus:FuzzDecode \
+	./collectors/modbus:FuzzParseConfig
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean
 
