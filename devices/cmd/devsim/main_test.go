@@ -143,7 +143,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{nil, "no subcommand"},
-		{[]string{"opcu"}, `unknown subcommand "opcu" (valid: modbus, profiles`},
+		{[]string{"opcu"}, `unknown subcommand "opcu" (valid: modbus, `},
 		{[]string{"modbus", "--tcp", ":0"}, "no --unit given"},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=nope"}, `unknown profile "nope" (valid: eastron-sdm120`},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "0=eastron-sdm120"}, `invalid unit id "0" (valid: 1..247)`},
