@@ -98,7 +98,7 @@ func fullFixture() *fixture {
 		lo := strings.ToLower(order)
 		f32 := float32(-123.456)
 		f.tag("f32_"+lo, "holding_register", next(2), "float32", ", byte_order: "+order,
-			arrange(be32(math.Float32bits(f32)), order), float64(f32))
+			arrange(be32(math.Float32bits(f32)), order), -123.456) // float32 published as its shortest decimal
 		f64 := 12345.678901234
 		f.tag("f64_"+lo, "holding_register", next(4), "float64", ", byte_order: "+order,
 			arrange(be64(math.Float64bits(f64)), order), f64)

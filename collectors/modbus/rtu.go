@@ -44,6 +44,10 @@ type rtuLine struct {
 // pollSlice bounds one blocking read so a cancelled context is noticed soon.
 const pollSlice = 50 * time.Millisecond
 
+// frameSlack is added to a frame's wire time once it has started: USB
+// serial adapters deliver bytes in bursts (FTDI latency timer 16 ms).
+const frameSlack = 50 * time.Millisecond
+
 func newRTULine(o rtuOptions) (*rtuLine, error) {
 	if o.Port == "" {
 		return nil, errors.New("serial port path is empty")
@@ -206,6 +210,9 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 
 // readFrame reads one response into l.buf until it is complete (want bytes,
 // or 5 for an exception) or the deadline passes. It returns the bytes read.
+// The timeout runs until the answer starts; once it does, the deadline is
+// extended to the frame's wire time (a 125-register answer takes 2.3 s at
+// 1200 baud) plus slack for USB adapters' latency timers.
 func (l *rtuLine) readFrame(ctx context.Context, fn byte, want int, deadline time.Time) (int, error) {
 	n, end := 0, 5 // the first 5 bytes tell an exception from a normal answer
 	if want < end {
@@ -227,6 +234,11 @@ func (l *rtuLine) readFrame(ctx context.Context, fn byte, want int, deadline tim
 		if err != nil {
 			l.drop()
 			return n, l.linkErr(err)
+		}
+		if n == 0 && m > 0 {
+			if d := time.Now().Add(time.Duration(want)*l.charTime + frameSlack); d.After(deadline) {
+				deadline = d
+			}
 		}
 		n += m
 		if n >= 2 && end == 5 && n <= 5 {

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -21,6 +22,7 @@ type tcpConn struct {
 	dialer  net.Dialer
 
 	conn net.Conn
+	rd   *bufio.Reader // on conn: header and body of an answer in one read
 	used bool // conn has carried at least one good exchange
 	tid  uint16
 	// stale holds the transaction ids of requests on this connection that
@@ -116,6 +118,11 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 			return nil, c.linkErr(err), true
 		}
 		c.conn, c.used = conn, false
+		if c.rd == nil {
+			c.rd = bufio.NewReaderSize(conn, 512)
+		} else {
+			c.rd.Reset(conn)
+		}
 	}
 	fresh = !c.used
 	// A cancelled context interrupts a blocked read through the deadline.
@@ -141,7 +148,7 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 	}
 	want := expectedDataLen(fn, qty)
 	for {
-		if n, err := io.ReadFull(c.conn, c.hdr[:]); err != nil {
+		if n, err := io.ReadFull(c.rd, c.hdr[:]); err != nil {
 			if n > 0 {
 				c.drop() // half a frame read: the stream is out of step
 			}
@@ -155,7 +162,7 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("bad MBAP header % x", c.hdr[:])}, fresh
 		}
 		body := c.buf[:length-1]
-		if _, err := io.ReadFull(c.conn, body); err != nil {
+		if _, err := io.ReadFull(c.rd, body); err != nil {
 			c.drop() // half a frame read: the stream is out of step
 			return nil, c.ioErr(ctx, err), fresh
 		}
