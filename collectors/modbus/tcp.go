@@ -23,7 +23,7 @@ type tcpConn struct {
 
 	conn net.Conn
 	rd   *bufio.Reader // on conn: header and body of an answer in one read
-	used bool // conn has carried at least one good exchange
+	used bool          // conn has carried at least one good exchange
 	tid  uint16
 	// stale holds the transaction ids of requests on this connection that
 	// got no proper answer (timeout, garbage): a late answer to one of them
