@@ -118,6 +118,11 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	log.Info("stopping", "deadline", stopDeadline)
 	select {
 	case err := <-done:
+		for _, st := range poller.Stats() {
+			log.Info("device counters", "device", st.Device, "polls", st.Polls, "requests", st.Requests,
+				"errors", st.Errors, "timeouts", st.Timeouts, "exceptions", st.Exceptions,
+				"garbage", st.Garbage, "skipped_cycles", st.Skipped, "backed_off_cycles", st.BackedOff)
+		}
 		log.Info("stopped")
 		return err
 	case <-time.After(stopDeadline):
