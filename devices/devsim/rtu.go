@@ -8,6 +8,10 @@ import (
 	"go.bug.st/serial"
 )
 
+// partialFrameTimeout is how long an incomplete request of known length may
+// wait for its remaining bytes.
+const partialFrameTimeout = 20 * time.Millisecond
+
 // serialPort is what the RTU loop needs of a serial line.
 type serialPort interface {
 	Read(p []byte) (int, error)
@@ -65,17 +69,25 @@ func (m *Modbus) serveSerial(ctx context.Context, p serialPort) error {
 // Frame detection: a request ends when its function code's length is
 // reached (the usual case, and the only reliable one on a pty, where timing
 // means nothing) or at a silence of 3.5 characters (function codes whose
-// length is unknown). A frame with a bad CRC, or a partial frame cut by a
-// silence, is dropped together with everything up to the next silence, which
-// is how a slave resynchronises on a bus.
+// length is unknown). A frame with a bad CRC is dropped together with
+// everything up to the next silence, which is how a slave resynchronises on a
+// bus; a known-length frame still incomplete after partialFrameTimeout is
+// dropped too.
 func (m *Modbus) serveRTU(ctx context.Context, p serialPort) error {
 	buf := make([]byte, 0, 512)
 	tmp := make([]byte, 512)
 	discard := false
 	for {
 		timeout := m.silence
-		if len(buf) == 0 && !discard {
+		switch {
+		case discard:
+		case len(buf) == 0:
 			timeout = serial.NoTimeout // idle: block until the next byte
+		case rtuRequestLen(buf) >= 0:
+			// A known-length request is still incomplete: USB serial
+			// adapters deliver bytes in bursts (FTDI: every 16 ms), so a
+			// gap inside a frame is tolerated up to partialFrameTimeout.
+			timeout = max(m.silence, partialFrameTimeout)
 		}
 		if err := p.SetReadTimeout(timeout); err != nil {
 			return err

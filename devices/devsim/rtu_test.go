@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,4 +266,31 @@ func TestTCPEmulateWire(t *testing.T) {
 	if elapsed, min := time.Since(start), wireLowerBound(n, 8, 255, 38400); elapsed < min {
 		t.Errorf("%d full reads took %v, faster than the wire (%v)", n, elapsed, min)
 	}
+}
+
+// TestRTUReopensLine: when the line goes away (socat killed, a USB adapter
+// unplugged) and comes back at the same path, the simulator reopens it.
+func TestRTUReopensLine(t *testing.T) {
+	dir := t.TempDir()
+	proc, simEnd, clientEnd := testpeer.PtyLinks(t, dir)
+	startSim(t, Config{RTU: simEnd, Units: []Unit{{1, lookup(t, "eastron-sdm120")}}})
+	read := func() error {
+		h := modbus.NewRTUClientHandler(clientEnd)
+		h.BaudRate, h.SlaveId, h.Timeout = 19200, 1, 500*time.Millisecond
+		defer h.Close()
+		_, err := modbus.NewClient(h).ReadInputRegisters(0, 2)
+		return err
+	}
+	if err := read(); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, 10*time.Second, "socat to remove its links", func() bool {
+		_, err := os.Lstat(simEnd)
+		return err != nil
+	})
+	testpeer.PtyLinks(t, dir)
+	testpeer.WaitFor(t, 15*time.Second, "a read through the replugged line", func() bool { return read() == nil })
 }
