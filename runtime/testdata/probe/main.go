@@ -37,7 +37,12 @@ func main() {
 	data := os.Getenv("DATA_DIR")
 
 	term := make(chan os.Signal, 1)
-	if os.Getenv("PROBE_IGNORE_TERM") != "1" {
+	if os.Getenv("PROBE_IGNORE_TERM") == "1" {
+		// Waiting on a signal channel keeps the runtime from calling a
+		// blocked main a deadlock; SIGUSR2 is never sent.
+		signal.Ignore(syscall.SIGTERM)
+		signal.Notify(term, syscall.SIGUSR2)
+	} else {
 		signal.Notify(term, syscall.SIGTERM)
 	}
 
