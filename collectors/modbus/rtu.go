@@ -267,6 +267,9 @@ func (l *rtuLine) check(adu, frame []byte, unit, fn byte, want int) error {
 	if n < want {
 		return &FrameError{Unit: unit, Reason: fmt.Sprintf("short frame: %d of %d bytes", n, want)}
 	}
+	if n > want {
+		return &FrameError{Unit: unit, Reason: fmt.Sprintf("frame of %d bytes, want %d", n, want)}
+	}
 	if err := l.pkg.Verify(adu, frame); err != nil {
 		return &FrameError{Unit: unit, Reason: fmt.Sprintf("answer from unit %d", frame[0])}
 	}

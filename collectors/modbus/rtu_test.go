@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	gbmodbus "github.com/goburrow/modbus"
+
 	"fieldgate/collectors/reading"
 	"fieldgate/devices/devsim"
 	"fieldgate/devices/profiles"
@@ -167,4 +169,36 @@ func TestRTUExclusiveOpen(t *testing.T) {
 		t.Errorf("open after the first closed: %v", err)
 	}
 	b.Close()
+}
+
+// FuzzRTUCheck: any bytes read off the line are either accepted as exactly
+// the answer the request needs (right length, unit, function, CRC) or
+// refused with an error; never a panic.
+func FuzzRTUCheck(f *testing.F) {
+	f.Add([]byte{1, 3, 2, 0, 7, 0xF9, 0x86}, uint16(1))
+	f.Add([]byte{1, 0x83, 2, 0xC0, 0xF1}, uint16(1))
+	f.Add([]byte{2, 3, 2, 0, 7, 0, 0}, uint16(1))
+	f.Add([]byte{1}, uint16(3))
+	f.Fuzz(func(t *testing.T, frame []byte, qty uint16) {
+		qty = qty%125 + 1
+		l, err := newRTULine(rtuOptions{Port: "/dev/null", Baud: 19200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.pkg.SlaveId = 1
+		adu, err := l.pkg.Encode(&gbmodbus.ProtocolDataUnit{FunctionCode: fnReadHoldingRegisters, Data: []byte{0, 0, byte(qty >> 8), byte(qty)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 5 + 2*int(qty)
+		err = l.check(adu, frame, 1, fnReadHoldingRegisters, want)
+		if err == nil {
+			if len(frame) != want || frame[0] != 1 || frame[1] != fnReadHoldingRegisters {
+				t.Fatalf("accepted % x for %d registers", frame, qty)
+			}
+			if _, derr := l.pkg.Decode(frame); derr != nil {
+				t.Fatalf("accepted a frame with a bad crc: % x", frame)
+			}
+		}
+	})
 }

@@ -1,9 +1,12 @@
 package modbus
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -113,4 +116,32 @@ func TestTCPReconnects(t *testing.T) {
 	if _, err := c.Read(context.Background(), 1, fnReadHoldingRegisters, 0, 1); err != nil {
 		t.Fatalf("after the peer appeared: %v", err)
 	}
+}
+
+// FuzzTCPAnswer: whatever a peer sends back, Read returns (never panics,
+// never hangs past its timeout), and a success carries exactly the data a
+// request of that size must.
+func FuzzTCPAnswer(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 0, 0, 7, 1, 3, 4, 0, 1, 0, 2}, uint16(2))
+	f.Add([]byte{0, 1, 0, 0, 0, 3, 1, 0x83, 2}, uint16(2))
+	f.Add([]byte{0, 2, 0, 0, 0, 7, 1, 3, 4, 0, 1, 0, 2}, uint16(2))
+	f.Add([]byte{0, 1, 0, 0, 0xff, 0xff, 1, 3}, uint16(1))
+	f.Fuzz(func(t *testing.T, answer []byte, qty uint16) {
+		qty = qty%125 + 1
+		client, server := net.Pipe()
+		defer client.Close()
+		go func() {
+			defer server.Close()
+			req := make([]byte, 12)
+			if _, err := io.ReadFull(server, req); err != nil {
+				return
+			}
+			_, _ = server.Write(answer)
+		}()
+		c := &tcpConn{addr: "pipe", timeout: 200 * time.Millisecond, conn: client, rd: bufio.NewReader(client)}
+		data, err := c.Read(context.Background(), 1, fnReadHoldingRegisters, 0, qty)
+		if err == nil && len(data) != 2*int(qty) {
+			t.Fatalf("success with %d bytes for %d registers", len(data), qty)
+		}
+	})
 }
