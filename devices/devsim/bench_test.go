@@ -13,7 +13,7 @@ import (
 // over loopback TCP (goburrow client), so collector benchmarks know the
 // simulator is not their bottleneck. Reported: registers/s served.
 func BenchmarkTCPRead125(b *testing.B) {
-	m := startSim(b, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, lookup(b, "fieldgate-bench")}}})
+	m := startSim(b, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: lookup(b, "fieldgate-bench")}}})
 	c := tcpClient(b, m.Addr(), 1)
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
@@ -26,7 +26,7 @@ func BenchmarkTCPRead125(b *testing.B) {
 
 // BenchmarkTCPReadFloat62 is the float32 variant (62 tags, 124 registers).
 func BenchmarkTCPReadFloat62(b *testing.B) {
-	m := startSim(b, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, lookup(b, "fieldgate-bench")}}})
+	m := startSim(b, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: lookup(b, "fieldgate-bench")}}})
 	c := tcpClient(b, m.Addr(), 1)
 	b.ResetTimer()
 	for b.Loop() {
@@ -44,7 +44,7 @@ func BenchmarkTCPReadFloat62(b *testing.B) {
 func BenchmarkRTUWire19200(b *testing.B) {
 	simEnd, clientEnd := testpeer.PtyPair(b)
 	startSim(b, Config{RTU: simEnd, EmulateWire: true, Serial: Serial{Baud: 19200},
-		Units: []Unit{{1, lookup(b, "fieldgate-bench")}}})
+		Units: []Unit{{ID: 1, Profile: lookup(b, "fieldgate-bench")}}})
 	port, err := serial.Open(clientEnd, &serial.Mode{BaudRate: 19200})
 	if err != nil {
 		b.Fatal(err)
@@ -75,7 +75,7 @@ func BenchmarkRTUWire19200(b *testing.B) {
 func BenchmarkRTUWire19200Goburrow(b *testing.B) {
 	simEnd, clientEnd := testpeer.PtyPair(b)
 	startSim(b, Config{RTU: simEnd, EmulateWire: true, Serial: Serial{Baud: 19200},
-		Units: []Unit{{1, lookup(b, "fieldgate-bench")}}})
+		Units: []Unit{{ID: 1, Profile: lookup(b, "fieldgate-bench")}}})
 	_, c := rtuClient(b, clientEnd, time.Second)
 	b.ResetTimer()
 	for b.Loop() {

@@ -84,7 +84,7 @@ func FuzzRTUStream(f *testing.F) {
 	f.Add(append(append([]byte{0xFF, 0x03}, good...), good...), 3)
 	f.Add(appendCRC([]byte{2, 16, 0, 1, 0, 1, 2, 0, 9}), 64)
 	f.Add(appendCRC([]byte{2, 0x2B, 0x0E, 1, 0}), 1)
-	m, err := NewModbus(Config{TCP: "127.0.0.1:0", Units: []Unit{{1, lookup(f, "fieldgate-demo-drive")}, {2, lookup(f, "eastron-sdm120")}}},
+	m, err := NewModbus(Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: lookup(f, "fieldgate-demo-drive")}, {ID: 2, Profile: lookup(f, "eastron-sdm120")}}},
 		WithClock(func() time.Time { return frozen }))
 	if err != nil {
 		f.Fatal(err)

@@ -41,7 +41,7 @@ func TestMbpollInterop(t *testing.T) {
 	p630 := lookup(t, "eastron-sdm630")
 	drive := lookup(t, "fieldgate-demo-drive")
 	simEnd, clientEnd := testpeer.PtyPair(t)
-	m := startSim(t, Config{TCP: "127.0.0.1:0", RTU: simEnd, Units: []Unit{{1, p630}, {5, drive}}},
+	m := startSim(t, Config{TCP: "127.0.0.1:0", RTU: simEnd, Units: []Unit{{ID: 1, Profile: p630}, {ID: 5, Profile: drive}}},
 		WithClock(func() time.Time { return frozen }))
 	_, port, _ := net.SplitHostPort(m.Addr())
 	exp1, _ := m.Expected(1, frozen)

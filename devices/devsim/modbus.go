@@ -76,6 +76,9 @@ type Serial struct {
 type Unit struct {
 	ID      uint8
 	Profile *profiles.Profile
+	// MaxRegisters limits the registers one read may ask for, as many real
+	// devices do (a longer read gets exception 3); 0 means the protocol's 125.
+	MaxRegisters int
 }
 
 // FaultKind is a way a unit misbehaves.
@@ -183,10 +186,15 @@ func NewModbus(cfg Config, opts ...Option) (*Modbus, error) {
 			errs = append(errs, fmt.Errorf("unit id %d out of range 1..247", uc.ID))
 		case uc.Profile == nil:
 			errs = append(errs, fmt.Errorf("unit %d: no profile", uc.ID))
+		case uc.MaxRegisters < 0 || uc.MaxRegisters > maxReadRegisters:
+			errs = append(errs, fmt.Errorf("unit %d: max registers %d out of range 1..125 (0: 125)", uc.ID, uc.MaxRegisters))
 		case m.units[uc.ID] != nil:
 			errs = append(errs, fmt.Errorf("unit id %d given twice", uc.ID))
 		default:
 			u, err := newUnit(uc.ID, uc.Profile, cfg.ReadGaps)
+			if err == nil && uc.MaxRegisters > 0 {
+				u.maxRegs = uc.MaxRegisters
+			}
 			if err != nil {
 				errs = append(errs, err)
 				continue

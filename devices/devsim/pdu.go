@@ -43,7 +43,7 @@ func (u *unit) handle(pdu []byte, at time.Time) []byte {
 		}
 		addr := int(binary.BigEndian.Uint16(pdu[1:]))
 		qty := int(binary.BigEndian.Uint16(pdu[3:]))
-		limit := maxReadRegisters
+		limit := u.maxRegs
 		if fc <= fcReadDiscreteInputs {
 			limit = maxReadBits
 		}

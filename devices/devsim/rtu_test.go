@@ -36,7 +36,7 @@ func TestRTUSeveralUnitsOnOneBus(t *testing.T) {
 	p630, p120 := lookup(t, "eastron-sdm630"), lookup(t, "eastron-sdm120")
 	m := startSim(t, Config{
 		RTU:    simEnd,
-		Units:  []Unit{{1, p630}, {2, p120}, {3, lookup(t, "fieldgate-demo-drive")}},
+		Units:  []Unit{{ID: 1, Profile: p630}, {ID: 2, Profile: p120}, {ID: 3, Profile: lookup(t, "fieldgate-demo-drive")}},
 		Faults: map[uint8]Fault{3: {Kind: FaultSilent}},
 	}, WithClock(func() time.Time { return frozen }))
 	h, c := rtuClient(t, clientEnd, 300*time.Millisecond)
@@ -91,7 +91,7 @@ func isException(err error, code byte) bool {
 // request, and that the line recovers once the fault is cleared.
 func TestRTUFaults(t *testing.T) {
 	simEnd, clientEnd := testpeer.PtyPair(t)
-	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{1, lookup(t, "eastron-sdm120")}, {2, lookup(t, "eastron-sdm120")}}})
+	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm120")}, {ID: 2, Profile: lookup(t, "eastron-sdm120")}}})
 	h, c := rtuClient(t, clientEnd, 300*time.Millisecond)
 	for _, kind := range FaultKinds {
 		t.Run(string(kind), func(t *testing.T) {
@@ -125,7 +125,7 @@ func TestRTUFaults(t *testing.T) {
 // cut short. It must not answer either, and must answer the next good frame.
 func TestRTUResync(t *testing.T) {
 	simEnd, clientEnd := testpeer.PtyPair(t)
-	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{1, lookup(t, "eastron-sdm120")}}})
+	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm120")}}})
 	port, err := serial.Open(clientEnd, &serial.Mode{BaudRate: 19200})
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func readFrame(t *testing.T, p serial.Port, n int, timeout time.Duration) []byte
 func TestRTUBroadcast(t *testing.T) {
 	simEnd, clientEnd := testpeer.PtyPair(t)
 	drive := lookup(t, "fieldgate-demo-drive")
-	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{1, drive}, {2, drive}}})
+	m := startSim(t, Config{RTU: simEnd, Units: []Unit{{ID: 1, Profile: drive}, {ID: 2, Profile: drive}}})
 	port, err := serial.Open(clientEnd, &serial.Mode{BaudRate: 19200})
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func wireLowerBound(n, reqLen, respLen, baud int) time.Duration {
 func TestRTUEmulateWire(t *testing.T) {
 	simEnd, clientEnd := testpeer.PtyPair(t)
 	m := startSim(t, Config{RTU: simEnd, EmulateWire: true, Serial: Serial{Baud: 19200},
-		Units: []Unit{{1, lookup(t, "fieldgate-bench")}}})
+		Units: []Unit{{ID: 1, Profile: lookup(t, "fieldgate-bench")}}})
 	port, err := serial.Open(clientEnd, &serial.Mode{BaudRate: 19200})
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +250,7 @@ func TestRTUEmulateWire(t *testing.T) {
 // TestTCPEmulateWire: the same line model behind a TCP front end.
 func TestTCPEmulateWire(t *testing.T) {
 	m := startSim(t, Config{TCP: "127.0.0.1:0", EmulateWire: true, Serial: Serial{Baud: 38400},
-		Units: []Unit{{1, lookup(t, "fieldgate-bench")}}})
+		Units: []Unit{{ID: 1, Profile: lookup(t, "fieldgate-bench")}}})
 	c := tcpClient(t, m.Addr(), 1)
 	const n = 4
 	start := time.Now()
@@ -273,7 +273,7 @@ func TestTCPEmulateWire(t *testing.T) {
 func TestRTUReopensLine(t *testing.T) {
 	dir := t.TempDir()
 	proc, simEnd, clientEnd := testpeer.PtyLinks(t, dir)
-	startSim(t, Config{RTU: simEnd, Units: []Unit{{1, lookup(t, "eastron-sdm120")}}})
+	startSim(t, Config{RTU: simEnd, Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm120")}}})
 	read := func() error {
 		h := modbus.NewRTUClientHandler(clientEnd)
 		h.BaudRate, h.SlaveId, h.Timeout = 19200, 1, 500*time.Millisecond

@@ -89,7 +89,7 @@ func f32(b []byte) float32 { return math.Float32frombits(binary.BigEndian.Uint32
 func TestTCPEastronValues(t *testing.T) {
 	p630, p120 := lookup(t, "eastron-sdm630"), lookup(t, "eastron-sdm120")
 	// ReadGaps: one read across the unlisted registers of the map.
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, p630}, {2, p120}}, ReadGaps: true},
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: p630}, {ID: 2, Profile: p120}}, ReadGaps: true},
 		WithClock(func() time.Time { return frozen }))
 	c := tcpClient(t, m.Addr(), 1)
 	b, err := c.ReadInputRegisters(0x0000, 0x0058)
@@ -130,7 +130,7 @@ func TestTCPValuesChangeWithTime(t *testing.T) {
 	p := lookup(t, "eastron-sdm120")
 	var now atomic.Int64 // the server reads it from its goroutine
 	now.Store(frozen.UnixNano())
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, p}}}, WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: p}}}, WithClock(func() time.Time { return time.Unix(0, now.Load()) }))
 	c := tcpClient(t, m.Addr(), 1)
 	a, err := c.ReadInputRegisters(0, 2)
 	if err != nil {
@@ -153,7 +153,7 @@ func TestTCPValuesChangeWithTime(t *testing.T) {
 // hand-computed registers, then compares every tag with Expected.
 func TestTCPDemoDrive(t *testing.T) {
 	p := lookup(t, "fieldgate-demo-drive")
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{7, p}}, ReadGaps: true}, WithClock(func() time.Time { return frozen }))
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 7, Profile: p}}, ReadGaps: true}, WithClock(func() time.Time { return frozen }))
 	c := tcpClient(t, m.Addr(), 7)
 	hold, err := c.ReadHoldingRegisters(0, 43)
 	if err != nil {
@@ -244,7 +244,7 @@ func TestTCPDemoDrive(t *testing.T) {
 
 func TestTCPWrites(t *testing.T) {
 	p := lookup(t, "fieldgate-demo-drive")
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, p}}}, WithClock(func() time.Time { return frozen }))
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: p}}}, WithClock(func() time.Time { return frozen }))
 	c := tcpClient(t, m.Addr(), 1)
 	if _, err := c.WriteSingleRegister(1, 4321); err != nil {
 		t.Fatal(err)
@@ -283,7 +283,7 @@ func TestTCPWrites(t *testing.T) {
 
 // TestTCPExceptions checks the exception codes for bad requests.
 func TestTCPExceptions(t *testing.T) {
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, lookup(t, "eastron-sdm630")}, {2, lookup(t, "fieldgate-demo-drive")}}})
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm630")}, {ID: 2, Profile: lookup(t, "fieldgate-demo-drive"), MaxRegisters: 40}}})
 	c1, c2 := tcpClient(t, m.Addr(), 1), tcpClient(t, m.Addr(), 2)
 	tests := []struct {
 		name string
@@ -317,6 +317,7 @@ func TestTCPExceptions(t *testing.T) {
 	}{
 		{"126 registers", 1, []byte{4, 0, 0, 0, 126}, []byte{0x84, ExcIllegalValue}},
 		{"0 registers", 1, []byte{4, 0, 0, 0, 0}, []byte{0x84, ExcIllegalValue}},
+		{"over the unit's max registers", 2, []byte{3, 0, 0, 0, 41}, []byte{0x83, ExcIllegalValue}},
 		{"2001 coils", 2, []byte{1, 0, 0, 0x07, 0xD1}, []byte{0x81, ExcIllegalValue}},
 		{"byte count mismatch", 2, []byte{16, 0, 0, 0, 1, 4, 0, 1, 0, 2}, []byte{0x90, ExcIllegalValue}},
 		{"bad coil value", 2, []byte{5, 0, 0, 0x12, 0x34}, []byte{0x85, ExcIllegalValue}},
@@ -369,7 +370,7 @@ func rawTCP(t *testing.T, c net.Conn, tid uint16, unit byte, pdu []byte) []byte 
 // TestTCPFaults checks each injected fault is seen by a real client as the
 // error it stands for, and that clearing it restores good answers.
 func TestTCPFaults(t *testing.T) {
-	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{1, lookup(t, "eastron-sdm120")}}})
+	m := startSim(t, Config{TCP: "127.0.0.1:0", Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm120")}}})
 	for _, kind := range FaultKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			if err := m.SetFault(1, Fault{Kind: kind}); err != nil {
@@ -423,16 +424,17 @@ func TestNewModbusRejectsBadConfig(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no transport", Config{Units: []Unit{{1, p}}}, "no transport"},
+		{"no transport", Config{Units: []Unit{{ID: 1, Profile: p}}}, "no transport"},
 		{"no units", Config{TCP: ":0"}, "no units"},
-		{"unit 0", Config{TCP: ":0", Units: []Unit{{0, p}}}, "unit id 0 out of range 1..247"},
-		{"unit 248", Config{TCP: ":0", Units: []Unit{{248, p}}}, "unit id 248 out of range"},
-		{"duplicate", Config{TCP: ":0", Units: []Unit{{1, p}, {1, p}}}, "unit id 1 given twice"},
-		{"nil profile", Config{TCP: ":0", Units: []Unit{{1, nil}}}, "unit 1: no profile"},
-		{"bad profile", Config{TCP: ":0", Units: []Unit{{1, &broken}}}, `unknown table "coils"`},
-		{"parity", Config{RTU: "/dev/null", Serial: Serial{Parity: "X"}, Units: []Unit{{1, p}}}, `invalid parity "X" (valid: N, E, O)`},
-		{"fault unit", Config{TCP: ":0", Units: []Unit{{1, p}}, Faults: map[uint8]Fault{2: {Kind: FaultSilent}}}, "unit 2, which is not simulated (units: 1)"},
-		{"fault kind", Config{TCP: ":0", Units: []Unit{{1, p}}, Faults: map[uint8]Fault{1: {Kind: "mute"}}}, `unknown fault "mute" (valid: silent, bad-crc, wrong-unit, short-frame)`},
+		{"unit 0", Config{TCP: ":0", Units: []Unit{{ID: 0, Profile: p}}}, "unit id 0 out of range 1..247"},
+		{"max registers", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: p, MaxRegisters: 126}}}, "unit 1: max registers 126 out of range 1..125"},
+		{"unit 248", Config{TCP: ":0", Units: []Unit{{ID: 248, Profile: p}}}, "unit id 248 out of range"},
+		{"duplicate", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: p}, {ID: 1, Profile: p}}}, "unit id 1 given twice"},
+		{"nil profile", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: nil}}}, "unit 1: no profile"},
+		{"bad profile", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: &broken}}}, `unknown table "coils"`},
+		{"parity", Config{RTU: "/dev/null", Serial: Serial{Parity: "X"}, Units: []Unit{{ID: 1, Profile: p}}}, `invalid parity "X" (valid: N, E, O)`},
+		{"fault unit", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: p}}, Faults: map[uint8]Fault{2: {Kind: FaultSilent}}}, "unit 2, which is not simulated (units: 1)"},
+		{"fault kind", Config{TCP: ":0", Units: []Unit{{ID: 1, Profile: p}}, Faults: map[uint8]Fault{1: {Kind: "mute"}}}, `unknown fault "mute" (valid: silent, bad-crc, wrong-unit, short-frame)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -450,7 +452,7 @@ func TestRunReportsListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	m, err := NewModbus(Config{TCP: ln.Addr().String(), Units: []Unit{{1, lookup(t, "eastron-sdm120")}}})
+	m, err := NewModbus(Config{TCP: ln.Addr().String(), Units: []Unit{{ID: 1, Profile: lookup(t, "eastron-sdm120")}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,7 @@ type unit struct {
 	profile *profiles.Profile
 	tables  [4]table
 	readGap bool
+	maxRegs int // registers per read
 
 	mu      sync.Mutex
 	written [4]map[int]uint16 // table -> address -> written register (coils: 0/1)
@@ -63,7 +64,7 @@ func newUnit(id uint8, p *profiles.Profile, readGaps bool) (*unit, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("unit %d: profile %q: %w", id, p.Name, err)
 	}
-	u := &unit{id: id, profile: p, readGap: readGaps}
+	u := &unit{id: id, profile: p, readGap: readGaps, maxRegs: maxReadRegisters}
 	for i := range u.written {
 		u.written[i] = map[int]uint16{}
 	}

@@ -151,6 +151,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--fault", "1=loud"}, `unknown fault kind "loud"`},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--fault", "1=silent/0"}, `invalid fault period "0"`},
 		{[]string{"modbus", "--unit", "1=eastron-sdm120"}, "no transport"},
+		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--max-registers", "200"}, "max registers 200 out of range 1..125"},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--log-level", "loud"}, `invalid log level "loud"`},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=/nonexistent/p.yaml"}, "profile file"},
 		{[]string{"profiles", "nope"}, `unknown profile "nope"`},

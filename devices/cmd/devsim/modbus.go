@@ -35,6 +35,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		silent   []uint8
 		faults   = map[uint8]devsim.Fault{}
 		logLevel string
+		maxRegs  int
 	)
 	fs.StringVar(&cfg.TCP, "tcp", "", "serve Modbus TCP on `HOST:PORT` (port 0: any free port)")
 	fs.StringVar(&cfg.RTU, "rtu", "", "serve Modbus RTU on serial `DEVICE` (/dev/ttyUSB0, or a pty such as /dev/pts/3)")
@@ -44,6 +45,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.IntVar(&cfg.Serial.StopBits, "stop-bits", 1, "RTU stop bits (1, 2)")
 	fs.BoolVar(&cfg.EmulateWire, "emulate-wire", false, "delay answers by the wire time at --baud (11-bit characters, 3.5-character silences), also over TCP")
 	fs.BoolVar(&cfg.ReadGaps, "read-gaps", false, "let reads span unlisted registers between a table's tags (they read 0) instead of exception 2")
+	fs.IntVar(&maxRegs, "max-registers", 0, "answer reads of more than `N` registers with exception 3, as many real devices do (0: the protocol's 125)")
 	fs.StringVar(&logLevel, "log-level", "info", "log level (debug, info, warn, error)")
 	fs.Func("unit", "simulate unit `ID=PROFILE` (an embedded profile name or a YAML file); repeatable", func(s string) error {
 		id, rest, err := parseUnitArg(s)
@@ -105,6 +107,9 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			units = append(units, devsim.Unit{ID: id, Profile: units[0].Profile})
 		}
 		faults[id] = devsim.Fault{Kind: devsim.FaultSilent, Every: 1}
+	}
+	for i := range units {
+		units[i].MaxRegisters = maxRegs
 	}
 	cfg.Units, cfg.Faults = units, faults
 	log, err := newLogger(stderr, logLevel)
