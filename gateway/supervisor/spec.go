@@ -50,6 +50,9 @@ type Spec struct {
 	Config     []byte `json:"config"`
 	// DataDir is the host directory bind-mounted read-write at ContainerDataDir.
 	DataDir string `json:"data_dir"`
+	// LogPath is the host file of the task's stdout and stderr (rotated
+	// next to it): {data_dir}/collectors/{name}/logs/collector.log.
+	LogPath string `json:"log_path"`
 	// Mounts are every bind mount: the config file, the data dir and the
 	// broker credential files.
 	Mounts     []Mount           `json:"mounts"`
@@ -124,6 +127,7 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 		ConfigFile: filepath.Join(dir, "collector.yaml"),
 		Config:     c.ProtocolConfig,
 		DataDir:    filepath.Join(dir, "data"),
+		LogPath:    LogPath(cfg, c.Name),
 		Mounts:     mounts,
 		Devices:    c.ParsedDevices(),
 		Privileged: c.Privileged,
@@ -132,6 +136,11 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	}
 	s.Labels = map[string]string{LabelManaged: "true", LabelSpecHash: s.Hash()}
 	return s
+}
+
+// LogPath is the host path of collector name's log file.
+func LogPath(cfg *config.Config, name string) string {
+	return filepath.Join(cfg.CollectorDir(name), "logs", "collector.log")
 }
 
 // EnvValue returns the value of env variable key in s ("" if unset).

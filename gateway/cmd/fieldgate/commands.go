@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"fieldgate/collectors/configfile"
+	"fieldgate/gateway/config"
+	"fieldgate/gateway/httpapi"
+	"fieldgate/gateway/statuspub"
+	"fieldgate/gateway/supervisor"
+)
+
+// defaultConfigPath is where the firmware installs gateway.yaml.
+const defaultConfigPath = "/etc/fieldgate/gateway.yaml"
+
+// parseFlags parses args with fs, allowing flags after positional arguments
+// (`fieldgate logs NAME -n 50`), and returns the positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, &exitError{code: 0, err: errSilent}
+			}
+			return nil, &exitError{code: 2, err: errSilent}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// loadConfig loads gateway.yaml; an invalid file is printed problem by
+// problem to w and returned as an exit status of code.
+func loadConfig(path string, w io.Writer, code int) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		return cfg, nil
+	}
+	var ce *configfile.Errors
+	if !errors.As(err, &ce) {
+		return nil, &exitError{code: code, err: err}
+	}
+	for _, line := range ce.Lines() {
+		fmt.Fprintln(w, line)
+	}
+	return nil, &exitError{code: code, err: fmt.Errorf("%s: %d problem(s)", path, len(ce.List))}
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfigPath, "gateway config `FILE`")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("validate: unexpected argument %q", pos[0])
+	}
+	cfg, err := loadConfig(*path, stdout, 1)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (gateway %q, %d collectors)\n", *path, cfg.Gateway.ID, len(cfg.Collectors))
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usageError("invalid --log-level %q (valid: debug, info, warn, error)", s)
+	}
+	return l, nil
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfigPath, "gateway config `FILE`")
+	stopCollectors := fs.Bool("stop-collectors", false, "stop and remove the collector containers when fieldgate stops (default: leave them running)")
+	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("run: unexpected argument %q", pos[0])
+	}
+	level, err := parseLevel(*levelName)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg, err := loadConfig(*path, stderr, 2)
+	if err != nil {
+		return err
+	}
+	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
+
+	rt, err := openRuntime(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	sup, err := supervisor.New(cfg, rt,
+		supervisor.WithLogger(log),
+		supervisor.WithStopCollectors(*stopCollectors),
+		supervisor.WithVersion(version))
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(cfg.Gateway.Listen, sup, log)
+	if err != nil {
+		return err
+	}
+	if err := api.Listen(); err != nil {
+		return err
+	}
+	pub, err := statuspub.New(statuspub.Config{
+		Broker:       cfg.MQTT.Broker,
+		Username:     cfg.MQTT.Username,
+		PasswordFile: cfg.MQTT.PasswordFile,
+		CAFile:       cfg.MQTT.TLS.CAFile,
+		CertFile:     cfg.MQTT.TLS.CertFile,
+		KeyFile:      cfg.MQTT.TLS.KeyFile,
+		TopicPrefix:  cfg.MQTT.TopicPrefix,
+		GatewayID:    cfg.Gateway.ID,
+		Version:      version,
+	}, sup, log)
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sup.Run(gctx) })
+	g.Go(func() error { return api.Run(gctx) })
+	g.Go(func() error { return pub.Run(gctx) })
+	g.Go(func() error {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				log.Info("SIGHUP: reloading config")
+				sup.Reload()
+			}
+		}
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+		case <-sup.Ready():
+			if err := sdNotify("READY=1\nSTATUS=supervising collectors"); err != nil {
+				log.Warn("systemd notify failed", "err", err)
+			}
+			log.Info("fieldgate ready", "http", api.Addr())
+		}
+		return nil
+	})
+	<-gctx.Done()
+	_ = sdNotify("STOPPING=1")
+	log.Info("fieldgate stopping", "stop_collectors", *stopCollectors)
+	err = g.Wait()
+	log.Info("fieldgate stopped")
+	return err
+}
+
+// sdNotify sends state to systemd's notification socket ($NOTIFY_SOCKET), if
+// any: the Type=notify protocol is one datagram, so no library is needed.
+func sdNotify(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:] // abstract socket
+	}
+	conn, err := net.Dial("unixgram", addr)
+	if err != nil {
+		return fmt.Errorf("notify %q: %w", os.Getenv("NOTIFY_SOCKET"), err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(state)); err != nil {
+		return fmt.Errorf("notify %q: %w", os.Getenv("NOTIFY_SOCKET"), err)
+	}
+	return nil
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "supervisor HTTP address HOST:PORT (default: gateway.listen of --config, else "+config.DefaultGateway.Listen+")")
+	path := fs.String("config", "", "gateway config `FILE` to take gateway.listen from")
+	asJSON := fs.Bool("json", false, "print the raw /status JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("status: unexpected argument %q", pos[0])
+	}
+	if *addr == "" {
+		*addr = config.DefaultGateway.Listen
+		if *path != "" {
+			cfg, err := loadConfig(*path, stderr, 1)
+			if err != nil {
+				return err
+			}
+			*addr = cfg.Gateway.Listen
+		}
+	}
+	st, raw, err := fetchStatus(ctx, *addr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	printStatus(stdout, st, time.Now())
+	return nil
+}
+
+func fetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
+	var st supervisor.Status
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
+	if err != nil {
+		return st, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, nil, fmt.Errorf("is fieldgate running? %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return st, nil, fmt.Errorf("read status from %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, nil, fmt.Errorf("status from %s: %s", addr, resp.Status)
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, nil, fmt.Errorf("status from %s: %w", addr, err)
+	}
+	return st, raw, nil
+}
+
+// printStatus writes the status as a table.
+func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
+	fmt.Fprintf(w, "gateway %s (fieldgate %s)\n", st.GatewayID, st.Version)
+	if st.LastReloadError != "" {
+		fmt.Fprintf(w, "last reload rejected:\n  %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "\n  "))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tUP\tLAST EXIT\tIMAGE\tDIGEST\tERROR")
+	for _, c := range st.Collectors {
+		up, exit, pid, digest := "-", "-", "-", "-"
+		if c.StartedAt != nil && c.State == supervisor.StateRunning {
+			up = now.Sub(*c.StartedAt).Round(time.Second).String()
+		}
+		if c.LastExit != nil {
+			exit = fmt.Sprintf("%d (%s ago)", c.LastExit.Code, now.Sub(c.LastExit.At).Round(time.Second))
+		}
+		if c.Pid != 0 {
+			pid = fmt.Sprint(c.Pid)
+		}
+		if d, ok := strings.CutPrefix(c.ImageDigest, "sha256:"); ok && len(d) >= 12 {
+			digest = d[:12]
+		}
+		errMsg := c.LastError
+		if errMsg == "" {
+			errMsg = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.State, pid, c.Restarts, up, exit, c.Image, digest, errMsg)
+	}
+	tw.Flush()
+}

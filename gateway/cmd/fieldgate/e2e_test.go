@@ -1,0 +1,367 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"fieldgate/firmware/ociimage"
+	"fieldgate/gateway/supervisor"
+	"fieldgate/internal/testpeer"
+)
+
+// e2e is one end-to-end setup: a private containerd, a broker, the fieldgate
+// binary and a collector image built from testdata/sleeper.
+type e2e struct {
+	t      *testing.T
+	dir    string // data_dir, images, config
+	bin    string // fieldgate binary
+	config string
+	addr   string // HTTP listen
+	ctrd   *testpeer.ContainerdPeer
+	broker string
+
+	mu   sync.Mutex
+	proc *exec.Cmd
+	logs *testpeer.SyncBuffer
+	done chan struct{}
+}
+
+var buildOnce struct {
+	sync.Once
+	dir, fieldgate, sleeper string
+	err                     error
+}
+
+// buildBinaries builds fieldgate and the sleeper once per test binary.
+func buildBinaries(t *testing.T) (fieldgate, sleeper string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "fg-e2e-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.dir = dir
+		buildOnce.fieldgate = filepath.Join(dir, "fieldgate")
+		buildOnce.sleeper = filepath.Join(dir, "sleeper")
+		for _, b := range []struct{ out, pkg string }{
+			{buildOnce.fieldgate, "."},
+			{buildOnce.sleeper, "./testdata/sleeper"},
+		} {
+			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildOnce.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.fieldgate, buildOnce.sleeper
+}
+
+const e2eCollector = `  - name: %s
+    image: fieldgate/collector-modbus:e2e
+    poll_interval: %s
+    restart: always
+    env: {LOG_LEVEL: debug}
+    resources: {cpus: 0.5, memory: 32MiB}
+    modbus:
+      transport: tcp
+      tcp: {address: "127.0.0.1:1502"}
+      devices:
+        - name: plc
+          tags:
+            - {name: speed, table: holding_register, address: 0, type: uint16}
+`
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	testpeer.Require(t, "containerd", "mosquitto")
+	bin, sleeper := buildBinaries(t)
+	e := &e2e{t: t, bin: bin, ctrd: testpeer.Containerd(t), broker: testpeer.Mosquitto(t)}
+	dir, err := os.MkdirTemp("", "fg-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e.dir = dir
+	e.addr = fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
+	e.config = filepath.Join(dir, "gateway.yaml")
+	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ociimage.Build(ociimage.Config{
+		Name:     "fieldgate/collector-modbus",
+		Tags:     []string{"e2e"},
+		Binaries: map[string]string{"linux/" + goruntime.GOARCH: sleeper},
+	}, filepath.Join(dir, "images", "sleeper.tar")); err != nil {
+		t.Fatal(err)
+	}
+	e.writeConfig("1s", "2s")
+	t.Cleanup(func() {
+		e.kill(syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("fieldgate log:\n%s", e.logs)
+		}
+	})
+	return e
+}
+
+// writeConfig writes gateway.yaml with collectors a and b at these poll
+// intervals (atomically, as an editor saving with rename would).
+func (e *e2e) writeConfig(pollA, pollB string) {
+	e.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, `version: 1
+gateway: {id: e2e-gw, data_dir: %q, listen: %q}
+runtime: {address: %q, namespace: %q, snapshotter: %q}
+mqtt: {broker: %q}
+collectors:
+`, e.dir, e.addr, e.ctrd.Address, e.ctrd.Namespace, e.ctrd.Snapshotter, e.broker)
+	fmt.Fprintf(&b, e2eCollector, "a", pollA)
+	fmt.Fprintf(&b, e2eCollector, "b", pollB)
+	e.writeRaw(b.String())
+}
+
+func (e *e2e) writeRaw(s string) {
+	e.t.Helper()
+	tmp := e.config + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, e.config); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// start runs `fieldgate run` and waits until /status answers.
+func (e *e2e) start(extra ...string) {
+	e.t.Helper()
+	e.mu.Lock()
+	cmd := exec.Command(e.bin, append([]string{"run", "--config", e.config, "--log-level", "debug"}, extra...)...)
+	if e.logs == nil {
+		e.logs = &testpeer.SyncBuffer{}
+	}
+	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	if err := cmd.Start(); err != nil {
+		e.mu.Unlock()
+		e.t.Fatal(err)
+	}
+	e.proc = cmd
+	done := make(chan struct{})
+	e.done = done
+	e.mu.Unlock()
+	go func() { cmd.Wait(); close(done) }()
+	testpeer.WaitFor(e.t, 30*time.Second, "fieldgate /status", func() bool {
+		_, _, err := fetchStatus(context.Background(), e.addr)
+		return err == nil
+	})
+}
+
+// kill signals the supervisor process and waits for it to exit.
+func (e *e2e) kill(sig syscall.Signal) {
+	e.mu.Lock()
+	cmd, done := e.proc, e.done
+	e.proc = nil
+	e.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		e.t.Errorf("fieldgate did not exit on %v", sig)
+	}
+}
+
+func (e *e2e) status() supervisor.Status {
+	e.t.Helper()
+	st, _, err := fetchStatus(context.Background(), e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+func (e *e2e) collector(name string) supervisor.CollectorStatus {
+	e.t.Helper()
+	for _, c := range e.status().Collectors {
+		if c.Name == name {
+			return c
+		}
+	}
+	return supervisor.CollectorStatus{}
+}
+
+func (e *e2e) waitRunning(what string, cond func(a, b supervisor.CollectorStatus) bool) (a, b supervisor.CollectorStatus) {
+	e.t.Helper()
+	testpeer.WaitFor(e.t, 60*time.Second, what, func() bool {
+		a, b = e.collector("a"), e.collector("b")
+		return a.State == supervisor.StateRunning && b.State == supervisor.StateRunning && cond(a, b)
+	})
+	return a, b
+}
+
+func alive(pid uint32) bool { return pid != 0 && syscall.Kill(int(pid), 0) == nil }
+
+func rssKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return n
+		}
+	}
+	return 0
+}
+
+// TestEndToEnd drives the fieldgate binary against a private containerd: start,
+// SIGKILL of a task, a config edit, an invalid config, a supervisor kill and
+// restart (adoption), logs, the MQTT gateway status, and --stop-collectors.
+func TestEndToEnd(t *testing.T) {
+	e := newE2E(t)
+	gwStatus := testpeer.Subscribe(t, e.broker, "fieldgate/e2e-gw/status")
+	e.start()
+	a, b := e.waitRunning("both collectors running", func(a, b supervisor.CollectorStatus) bool { return true })
+	if !alive(a.Pid) || !alive(b.Pid) || a.Pid == b.Pid {
+		t.Fatalf("pids a=%d b=%d", a.Pid, b.Pid)
+	}
+	if !strings.HasPrefix(a.ImageDigest, "sha256:") {
+		t.Errorf("image digest = %q", a.ImageDigest)
+	}
+	t.Logf("started: a pid %d, b pid %d", a.Pid, b.Pid)
+
+	t.Run("gateway status on MQTT", func(t *testing.T) {
+		testpeer.WaitFor(t, 30*time.Second, "online status with both collectors", func() bool {
+			select {
+			case m := <-gwStatus:
+				var p struct {
+					State      string
+					Collectors map[string]struct{ State string }
+				}
+				json.Unmarshal(m.Payload, &p)
+				return p.State == "online" && p.Collectors["a"].State == "running" && p.Collectors["b"].State == "running"
+			default:
+				return false
+			}
+		})
+		// Retained: a subscriber arriving later gets it at once.
+		select {
+		case m := <-testpeer.Subscribe(t, e.broker, "fieldgate/e2e-gw/status"):
+			if !m.Retained || !strings.Contains(string(m.Payload), `"state":"online"`) {
+				t.Errorf("retained status: %v %s", m.Retained, m.Payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("no retained gateway status")
+		}
+	})
+
+	t.Run("logs", func(t *testing.T) {
+		testpeer.WaitFor(t, 30*time.Second, "a's log", func() bool {
+			var out, errOut bytes.Buffer
+			err := run(context.Background(), []string{"logs", "a", "--config", e.config, "-n", "50"}, &out, &errOut)
+			return err == nil && strings.Contains(out.String(), "sleeper a started: POLL_INTERVAL=1s GATEWAY_ID=e2e-gw")
+		})
+	})
+
+	t.Run("figures", func(t *testing.T) {
+		e.mu.Lock()
+		pid := e.proc.Process.Pid
+		e.mu.Unlock()
+		t.Logf("FIGURE supervisor RSS with two collectors: %d KiB", rssKiB(pid))
+	})
+
+	t.Run("SIGKILL of a task is restarted by policy", func(t *testing.T) {
+		if err := syscall.Kill(int(a.Pid), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		old := a.Pid
+		a, _ = e.waitRunning("a restarted", func(na, nb supervisor.CollectorStatus) bool {
+			return na.Restarts == 1 && na.Pid != old
+		})
+		if a.LastExit == nil || a.LastExit.Code != 137 {
+			t.Errorf("last_exit = %+v", a.LastExit)
+		}
+		if nb := e.collector("b"); nb.Pid != b.Pid || nb.Restarts != 0 {
+			t.Errorf("b touched: %+v", nb)
+		}
+	})
+
+	t.Run("config edit recreates only the changed collector", func(t *testing.T) {
+		old := a
+		e.writeConfig("3s", "2s")
+		a, _ = e.waitRunning("a recreated", func(na, nb supervisor.CollectorStatus) bool {
+			return na.SpecHash != old.SpecHash && na.Pid != old.Pid
+		})
+		if nb := e.collector("b"); nb.Pid != b.Pid || !alive(b.Pid) {
+			t.Errorf("b was recreated: pid %d -> %d", b.Pid, nb.Pid)
+		}
+		testpeer.WaitFor(t, 30*time.Second, "a's log shows the new interval", func() bool {
+			var out, errOut bytes.Buffer
+			run(context.Background(), []string{"logs", "a", "--config", e.config}, &out, &errOut)
+			return strings.Contains(out.String(), "POLL_INTERVAL=3s")
+		})
+	})
+
+	t.Run("invalid config on reload is rejected", func(t *testing.T) {
+		good, _ := os.ReadFile(e.config)
+		e.writeRaw(strings.Replace(string(good), "poll_interval: 3s", "poll_interval: 3 seconds", 1))
+		testpeer.WaitFor(t, 30*time.Second, "reload rejected", func() bool {
+			return strings.Contains(e.status().LastReloadError, `invalid duration "3 seconds"`)
+		})
+		// SIGHUP on the same file: rejected again.
+		e.mu.Lock()
+		e.proc.Process.Signal(syscall.SIGHUP)
+		e.mu.Unlock()
+		testpeer.WaitFor(t, 30*time.Second, "second rejection", func() bool { return e.status().ReloadsFailed >= 2 })
+		if na, nb := e.collector("a"), e.collector("b"); na.Pid != a.Pid || nb.Pid != b.Pid || na.State != "running" || nb.State != "running" {
+			t.Errorf("collectors touched: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
+		}
+		e.writeRaw(string(good))
+		testpeer.WaitFor(t, 30*time.Second, "good config accepted", func() bool { return e.status().LastReloadError == "" })
+	})
+
+	t.Run("supervisor killed and restarted adopts the collectors", func(t *testing.T) {
+		e.kill(syscall.SIGKILL)
+		if !alive(a.Pid) || !alive(b.Pid) {
+			t.Fatal("collectors died with the supervisor")
+		}
+		e.start()
+		na, nb := e.waitRunning("adopted", func(na, nb supervisor.CollectorStatus) bool { return na.Adopted && nb.Adopted })
+		if na.Pid != a.Pid || nb.Pid != b.Pid {
+			t.Errorf("pids changed: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
+		}
+	})
+
+	t.Run("SIGTERM leaves collectors running; --stop-collectors stops them", func(t *testing.T) {
+		e.kill(syscall.SIGTERM)
+		if !alive(a.Pid) || !alive(b.Pid) {
+			t.Fatal("collectors stopped with the supervisor")
+		}
+		e.start("--stop-collectors")
+		e.waitRunning("adopted again", func(na, nb supervisor.CollectorStatus) bool { return na.Pid == a.Pid && nb.Pid == b.Pid })
+		e.kill(syscall.SIGTERM)
+		testpeer.WaitFor(t, 30*time.Second, "collectors stopped", func() bool { return !alive(a.Pid) && !alive(b.Pid) })
+	})
+}
