@@ -120,11 +120,11 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 		SetAutoReconnect(true).
 		// Offline sites: keep trying in the background from the first attempt.
 		SetConnectRetry(true).
-		SetConnectRetryInterval(2 * time.Second).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetKeepAlive(30 * time.Second).
-		SetWriteTimeout(10 * time.Second).
-		SetConnectTimeout(10 * time.Second).
+		SetConnectRetryInterval(2*time.Second).
+		SetMaxReconnectInterval(30*time.Second).
+		SetKeepAlive(30*time.Second).
+		SetWriteTimeout(10*time.Second).
+		SetConnectTimeout(10*time.Second).
 		SetBinaryWill(p.topic, p.payload("offline", time.Time{}), 1, true)
 	if cfg.Username != "" {
 		opts.SetUsername(cfg.Username)
