@@ -15,7 +15,8 @@ import (
 )
 
 // Sink receives the poller's output. fieldgate/collectors/publish.Publisher
-// implements it.
+// implements it. Its methods are called from every link's goroutine
+// concurrently; Publish should not block for long, it holds up its link.
 type Sink interface {
 	// Publish takes one batch: one device, one poll. The batch and its
 	// readings are not touched by the poller afterwards.
@@ -166,8 +167,8 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 }
 
 // Run polls until ctx is cancelled, then closes the links and returns nil.
-// A failing device or link never ends Run; only a broken sink contract
-// (Publish returning after ctx is done) does not matter either.
+// A failing device, link or Publish never ends Run (failures are published,
+// logged and counted).
 func (p *Poller) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	start := p.clock.Now()
