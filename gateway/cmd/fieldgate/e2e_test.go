@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
@@ -31,6 +33,9 @@ type e2e struct {
 	addr   string // HTTP listen
 	ctrd   *testpeer.ContainerdPeer
 	broker string
+
+	notifyPath string
+	notify     *net.UnixConn // systemd's side of NOTIFY_SOCKET
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -113,6 +118,12 @@ func newE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	e.writeConfig("1s", "2s")
+	e.notifyPath = filepath.Join(dir, "notify.sock")
+	e.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.notify.Close() })
 	t.Cleanup(func() {
 		e.kill(syscall.SIGKILL)
 		if t.Failed() {
@@ -158,6 +169,7 @@ func (e *e2e) start(extra ...string) {
 		e.logs = &testpeer.SyncBuffer{}
 	}
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+e.notifyPath)
 	if err := cmd.Start(); err != nil {
 		e.mu.Unlock()
 		e.t.Fatal(err)
@@ -220,6 +232,18 @@ func (e *e2e) waitRunning(what string, cond func(a, b supervisor.CollectorStatus
 	return a, b
 }
 
+// notified reads the next systemd notification.
+func (e *e2e) notified() string {
+	e.t.Helper()
+	buf := make([]byte, 256)
+	e.notify.SetReadDeadline(time.Now().Add(30 * time.Second))
+	n, err := e.notify.Read(buf)
+	if err != nil {
+		e.t.Fatalf("no systemd notification: %v", err)
+	}
+	return string(buf[:n])
+}
+
 func alive(pid uint32) bool { return pid != 0 && syscall.Kill(int(pid), 0) == nil }
 
 func rssKiB(pid int) int {
@@ -251,6 +275,21 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("image digest = %q", a.ImageDigest)
 	}
 	t.Logf("started: a pid %d, b pid %d", a.Pid, b.Pid)
+	if got := e.notified(); !strings.HasPrefix(got, "READY=1") {
+		t.Errorf("systemd notification = %q, want READY=1", got)
+	}
+
+	t.Run("status command", func(t *testing.T) {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), []string{"status", "--config", e.config}, &out, &errOut); err != nil {
+			t.Fatalf("status: %v %s", err, errOut.String())
+		}
+		for _, want := range []string{"gateway e2e-gw", fmt.Sprint(a.Pid), fmt.Sprint(b.Pid), "running", "fieldgate/collector-modbus:e2e"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("status lacks %q:\n%s", want, out.String())
+			}
+		}
+	})
 
 	t.Run("gateway status on MQTT", func(t *testing.T) {
 		testpeer.WaitFor(t, 30*time.Second, "online status with both collectors", func() bool {
@@ -306,6 +345,18 @@ func TestEndToEnd(t *testing.T) {
 		if nb := e.collector("b"); nb.Pid != b.Pid || nb.Restarts != 0 {
 			t.Errorf("b touched: %+v", nb)
 		}
+		resp, err := http.Get("http://" + e.addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		body.ReadFrom(resp.Body)
+		for _, want := range []string{`fieldgate_collector_restarts_total{collector="a"} 1`, `fieldgate_collector_up{collector="b"} 1`} {
+			if !strings.Contains(body.String(), want) {
+				t.Errorf("/metrics lacks %q", want)
+			}
+		}
 	})
 
 	t.Run("config edit recreates only the changed collector", func(t *testing.T) {
@@ -342,12 +393,27 @@ func TestEndToEnd(t *testing.T) {
 		testpeer.WaitFor(t, 30*time.Second, "good config accepted", func() bool { return e.status().LastReloadError == "" })
 	})
 
+	t.Run("absent image is an error for that collector only", func(t *testing.T) {
+		good, _ := os.ReadFile(e.config)
+		e.writeRaw(string(good) + strings.ReplaceAll(fmt.Sprintf(e2eCollector, "c", "1s"), "collector-modbus:e2e", "collector-modbus:absent"))
+		testpeer.WaitFor(t, 30*time.Second, "c in error", func() bool {
+			c := e.collector("c")
+			return c.State == supervisor.StateError && strings.Contains(c.LastError, "not found")
+		})
+		e.writeRaw(string(good))
+		testpeer.WaitFor(t, 30*time.Second, "c removed", func() bool { return e.collector("c").Name == "" })
+		if na, nb := e.collector("a"), e.collector("b"); na.Pid != a.Pid || nb.Pid != b.Pid {
+			t.Errorf("collectors touched: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
+		}
+	})
+
 	t.Run("supervisor killed and restarted adopts the collectors", func(t *testing.T) {
 		e.kill(syscall.SIGKILL)
 		if !alive(a.Pid) || !alive(b.Pid) {
 			t.Fatal("collectors died with the supervisor")
 		}
 		e.start()
+		e.notified()
 		na, nb := e.waitRunning("adopted", func(na, nb supervisor.CollectorStatus) bool { return na.Adopted && nb.Adopted })
 		if na.Pid != a.Pid || nb.Pid != b.Pid {
 			t.Errorf("pids changed: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
@@ -360,6 +426,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal("collectors stopped with the supervisor")
 		}
 		e.start("--stop-collectors")
+		e.notified()
 		e.waitRunning("adopted again", func(na, nb supervisor.CollectorStatus) bool { return na.Pid == a.Pid && nb.Pid == b.Pid })
 		e.kill(syscall.SIGTERM)
 		testpeer.WaitFor(t, 30*time.Second, "collectors stopped", func() bool { return !alive(a.Pid) && !alive(b.Pid) })
