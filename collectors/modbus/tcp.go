@@ -29,10 +29,17 @@ type tcpConn struct {
 	// got no proper answer (timeout, garbage): a late answer to one of them
 	// is skipped; any other unexpected id is garbage.
 	stale []uint16
-	req   [12]byte
-	buf   [7 + 253]byte
-	hdr   [7]byte
+	// timeouts counts timeouts in a row on conn: after maxTimeouts the
+	// connection is presumed half-open (peer rebooted without a reset)
+	// and the next request dials again.
+	timeouts int
+	req      [12]byte
+	buf      [7 + 253]byte
+	hdr      [7]byte
 }
+
+// maxTimeouts is how many timeouts in a row drop a TCP connection.
+const maxTimeouts = 3
 
 func newTCPConn(addr string, timeout time.Duration) (*tcpConn, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -54,6 +61,7 @@ func (c *tcpConn) drop() {
 		c.conn = nil
 	}
 	c.stale = c.stale[:0]
+	c.timeouts = 0
 }
 
 // remember notes a transaction id whose answer may still arrive (the last 8).
@@ -173,7 +181,7 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 			c.remember(tid)
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("transaction id %d, want %d", rtid, tid)}, fresh
 		}
-		c.used = true
+		c.used, c.timeouts = true, 0
 		if c.hdr[6] != unit {
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("answer from unit %d", c.hdr[6])}, fresh
 		}
@@ -202,6 +210,9 @@ func (c *tcpConn) ioErr(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.remember(c.tid)
+		if c.timeouts++; c.timeouts >= maxTimeouts {
+			c.drop()
+		}
 		return ErrTimeout
 	}
 	c.drop()

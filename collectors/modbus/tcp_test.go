@@ -145,3 +145,33 @@ func FuzzTCPAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestTCPDropsConnectionAfterTimeouts: a connection on which three requests
+// in a row got no answer is presumed half-open and dialled again.
+func TestTCPDropsConnectionAfterTimeouts(t *testing.T) {
+	sim := startDevsimTCP(t, devsim.Config{Faults: map[uint8]devsim.Fault{1: {Kind: devsim.FaultSilent}}}, 2)
+	c, err := newTCPConn(sim.Addr(), 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if _, err := c.Read(ctx, 2, fnReadHoldingRegisters, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	first := c.conn
+	for i := 1; i <= maxTimeouts; i++ {
+		if _, err := c.Read(ctx, 1, fnReadHoldingRegisters, 0, 1); !errors.Is(err, ErrTimeout) {
+			t.Fatalf("read %d from the silent unit: %v", i, err)
+		}
+		if i < maxTimeouts && c.conn != first {
+			t.Fatalf("connection replaced after %d timeouts", i)
+		}
+	}
+	if c.conn != nil {
+		t.Fatalf("connection kept after %d timeouts in a row", maxTimeouts)
+	}
+	if _, err := c.Read(ctx, 2, fnReadHoldingRegisters, 0, 1); err != nil || c.conn == nil {
+		t.Fatalf("read on a new connection: %v", err)
+	}
+}
