@@ -5,9 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
@@ -107,16 +107,7 @@ func newE2E(t *testing.T) *e2e {
 	e.dir = dir
 	e.addr = fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t))
 	e.config = filepath.Join(dir, "gateway.yaml")
-	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ociimage.Build(ociimage.Config{
-		Name:     "fieldgate/collector-modbus",
-		Tags:     []string{"e2e"},
-		Binaries: map[string]string{"linux/" + goruntime.GOARCH: sleeper},
-	}, filepath.Join(dir, "images", "sleeper.tar")); err != nil {
-		t.Fatal(err)
-	}
+	e.addImage("fieldgate/collector-modbus", "e2e", sleeper)
 	e.writeConfig("1s", "2s")
 	e.notifyPath = filepath.Join(dir, "notify.sock")
 	e.notify, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: e.notifyPath, Net: "unixgram"})
@@ -131,6 +122,23 @@ func newE2E(t *testing.T) *e2e {
 		}
 	})
 	return e
+}
+
+// addImage packs binary into an OCI archive name:tag for this host's
+// platform, with the same builder as `make images`, into images_dir.
+func (e *e2e) addImage(name, tag, binary string) {
+	e.t.Helper()
+	dir := filepath.Join(e.dir, "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := ociimage.Build(ociimage.Config{
+		Name:     name,
+		Tags:     []string{tag},
+		Binaries: map[string]string{"linux/" + goruntime.GOARCH: binary},
+	}, filepath.Join(dir, filepath.Base(name)+"-"+tag+".tar")); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // writeConfig writes gateway.yaml with collectors a and b at these poll
