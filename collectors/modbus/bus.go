@@ -24,6 +24,7 @@ type bus struct {
 	linkWait    time.Duration
 	linkRetryAt time.Time
 	overrun     bool
+	cycleN      uint64 // counts cycles, to tell devices published in this one
 }
 
 // device is one device's polling state.
@@ -37,6 +38,7 @@ type device struct {
 	retryAt time.Time
 	status  string
 	stats   deviceCounters
+	cycleN  uint64 // the bus cycle of the last batch
 }
 
 // run polls at a fixed rate on the schedule start + k*interval. A cycle that
@@ -77,6 +79,7 @@ func (b *bus) cycle(ctx context.Context) error {
 	if b.linkDown && now.Before(b.linkRetryAt) {
 		return nil
 	}
+	b.cycleN++
 	polled := false
 	for _, d := range b.devices {
 		if d.failing {
@@ -107,7 +110,8 @@ func (b *bus) cycle(ctx context.Context) error {
 }
 
 // linkFailed handles a link error from pollOne: every device on the link
-// gets a bad batch with the reason, and the link is retried after a back-off.
+// that has no batch in this cycle yet gets a bad batch with the reason, and
+// the link is retried after a back-off.
 func (b *bus) linkFailed(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -121,13 +125,16 @@ func (b *bus) linkFailed(ctx context.Context, err error) error {
 	b.linkRetryAt = now.Add(b.linkWait)
 	msg := err.Error()
 	for _, d := range b.devices {
+		b.setStatus(d, "error: "+msg)
+		if d.cycleN == b.cycleN {
+			continue // answered before the link broke: one batch per poll
+		}
 		rs := make([]reading.Reading, len(d.dev.Tags))
 		for i := range rs {
 			t := &d.dev.Tags[i]
 			rs[i] = reading.Reading{Tag: t.Name, Unit: t.Unit, Quality: reading.Bad, Error: msg, TS: now}
 		}
 		d.stats.polls.Add(1)
-		b.setStatus(d, "error: "+msg)
 		if err := b.publish(ctx, d, now, rs); err != nil {
 			return err
 		}
@@ -277,6 +284,7 @@ func (b *bus) setStatus(d *device, status string) {
 }
 
 func (b *bus) publish(ctx context.Context, d *device, ts time.Time, rs []reading.Reading) error {
+	d.cycleN = b.cycleN
 	err := b.p.sink.Publish(ctx, reading.Batch{Device: d.dev.Name, TS: ts, Readings: rs})
 	if err != nil {
 		if ctx.Err() != nil {

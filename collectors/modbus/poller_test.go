@@ -77,7 +77,7 @@ type fakeTransport struct {
 	cost    time.Duration // one answered exchange
 	timeout time.Duration
 	units   map[byte]*fakeUnit
-	linkErr func(now time.Time) error // non-nil result: the link is down
+	linkErr func(now time.Time, unit byte) error // non-nil result: the link is down
 	calls   []fakeCall
 	buf     []byte
 }
@@ -89,7 +89,7 @@ func (f *fakeTransport) Read(ctx context.Context, unit, fn byte, addr, qty uint1
 	now := f.clk.Now()
 	f.calls = append(f.calls, fakeCall{now, unit, fn, addr, qty})
 	if f.linkErr != nil {
-		if err := f.linkErr(now); err != nil {
+		if err := f.linkErr(now, unit); err != nil {
 			return nil, &LinkError{Link: "fake", Err: err}
 		}
 	}
@@ -430,7 +430,7 @@ func TestPollerReportsLinkDownForEveryDevice(t *testing.T) {
 			1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
 			2: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
 		},
-		linkErr: func(now time.Time) error {
+		linkErr: func(now time.Time, _ byte) error {
 			if off := now.Sub(start); off >= 2*time.Second && off < 10*time.Second {
 				return gone
 			}
@@ -525,5 +525,53 @@ func TestNewPollerRejects(t *testing.T) {
 	}
 	if _, err := NewPoller(good(), time.Second, sink, quietLog()); err != nil {
 		t.Fatalf("good config: %v", err)
+	}
+}
+
+// TestPollerLinkBreaksMidCycle: a device that answered before the link broke
+// in the same cycle keeps its one batch; the rest get the link error.
+func TestPollerLinkBreaksMidCycle(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	ft := &fakeTransport{clk: clk, cost: 10 * time.Millisecond, timeout: 500 * time.Millisecond,
+		units: map[byte]*fakeUnit{
+			1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
+			2: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}},
+		},
+		linkErr: func(now time.Time, unit byte) error {
+			if unit == 2 && now.Sub(start) >= time.Second {
+				return errors.New("connection reset by peer")
+			}
+			return nil
+		}}
+	mk := func(name string, unit int) Device {
+		return Device{Name: name, UnitID: unit, Tags: []Tag{u16Tag("x", 0)}}
+	}
+	sink, _ := runSim(t, simConfig(mk("a", 1), mk("b", 2)), time.Second, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= 5*time.Second })
+	seen := map[time.Time]bool{}
+	for _, b := range sink.of("a") {
+		if seen[b.TS.Truncate(time.Second)] {
+			t.Errorf("device a: two batches in the cycle at %v", b.TS)
+		}
+		seen[b.TS.Truncate(time.Second)] = true
+		if b.Readings[0].Quality != reading.Good && b.TS.Sub(start) < time.Second {
+			t.Errorf("device a bad before the link broke: %+v", b.Readings[0])
+		}
+	}
+	var bad int
+	for _, b := range sink.of("b") {
+		if r := b.Readings[0]; r.Quality == reading.Bad {
+			bad++
+			if r.Error != "fake: connection reset by peer" {
+				t.Errorf("device b error %q", r.Error)
+			}
+		}
+	}
+	if bad == 0 {
+		t.Error("device b never reported the broken link")
+	}
+	if got := sink.statuses["a"]; len(got) < 2 || got[1] != "error: fake: connection reset by peer" {
+		t.Errorf("device a statuses %q: the link failure should show", got)
 	}
 }
