@@ -31,7 +31,7 @@ type BrowseOptions struct {
 // where DATA_TYPE is empty for objects. The lines are what an engineer
 // needs to write the `nodes:` list.
 func Browse(ctx context.Context, cfg Config, w io.Writer, bo BrowseOptions, opts ...Option) error {
-	o := options{dataDir: ".", poll: DefaultPollInterval, maxBatch: DefaultBatch}
+	o := options{dataDir: ".", poll: DefaultPollInterval, maxBatch: DefaultBatch, maxPerSub: DefaultItemsPerSubscription}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -38,6 +38,9 @@ const (
 	// request when the server states no limit (or a larger one): small
 	// enough that no request or response approaches a server's message size.
 	DefaultBatch = 1000
+	// DefaultItemsPerSubscription caps the monitored items of one
+	// subscription (whole devices are kept together).
+	DefaultItemsPerSubscription = 1000
 	// ApplicationURI is the client's application URI, also written into the
 	// generated client certificate.
 	ApplicationURI = "urn:fieldgate:opcua-collector"
@@ -54,6 +57,7 @@ type options struct {
 	backoffMax time.Duration
 	itemRetry  time.Duration
 	maxBatch   int
+	maxPerSub  int
 }
 
 // WithLogger sets the logger (default: discard).
@@ -82,6 +86,11 @@ func WithItemRetry(d time.Duration) Option { return func(o *options) { o.itemRet
 // WithMaxBatch caps the items per CreateMonitoredItems / Read request below
 // the server's own limits (default DefaultBatch).
 func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
+
+// WithMaxItemsPerSubscription caps the monitored items per subscription
+// (default DefaultItemsPerSubscription); a device with more tags gets one
+// subscription of its own.
+func WithMaxItemsPerSubscription(n int) Option { return func(o *options) { o.maxPerSub = n } }
 
 // tag is one configured node.
 type tag struct {
@@ -121,6 +130,7 @@ func New(cfg Config, sink Sink, opts ...Option) (*Engine, error) {
 		backoffMax: DefaultBackoffMax,
 		itemRetry:  DefaultItemRetry,
 		maxBatch:   DefaultBatch,
+		maxPerSub:  DefaultItemsPerSubscription,
 	}
 	for _, f := range opts {
 		f(&o)
@@ -139,6 +149,8 @@ func New(cfg Config, sink Sink, opts ...Option) (*Engine, error) {
 		return nil, fmt.Errorf("opcua: item retry interval must be positive, got %s", o.itemRetry)
 	case o.maxBatch <= 0:
 		return nil, fmt.Errorf("opcua: max batch must be positive, got %d", o.maxBatch)
+	case o.maxPerSub <= 0:
+		return nil, fmt.Errorf("opcua: max items per subscription must be positive, got %d", o.maxPerSub)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -274,7 +286,9 @@ func (e *Engine) timing() timing {
 		publishing: pub,
 		keepAlive:  ka,
 		lifetime:   max(3*ka, uint32(max(1, time.Minute/pub))),
-		request:    max(10*time.Second, 2*period+pub),
+		// Several Publish requests wait at the server at once; each may
+		// be held for up to about two keep-alive periods.
+		request: max(10*time.Second, 3*period+2*pub),
 	}
 }
 

@@ -14,63 +14,121 @@ import (
 	"fieldgate/collectors/reading"
 )
 
-// subscription is one session's subscription and its monitored items.
-//
 // The engine drives the Publish service itself instead of using gopcua's
 // Subscribe, because gopcua hides keep-alive messages: without them a
 // subscription that went silent cannot be told from one whose values do not
 // change.
-type subscription struct {
-	e       *Engine
-	c       *opcua.Client
-	id      uint32
-	silence time.Duration // no Publish response for this long: the subscription is dead
+//
+// Tags are spread over several subscriptions of at most maxPerSub items,
+// whole devices at a time (so each device still gets one batch per
+// publishing cycle): a server that does not split large publish responses
+// (gopcua's own server sends every pending change in one message) then
+// never sends a message larger than a client accepts.
 
-	mu     sync.Mutex
-	active map[uint32]*tag // client handle → tag, items the server accepted
-	failed []*tag          // items the server rejected, retried every itemRetry
+// subSession is one session's subscriptions and the state they share.
+type subSession struct {
+	e *Engine
+	c *opcua.Client
+
+	mu   sync.Mutex
+	subs map[uint32]*subscription
+	acks []*ua.SubscriptionAcknowledgement // to send with the next Publish
+}
+
+// subscription is one subscription and its monitored items. Its fields are
+// guarded by subSession.mu except got and lastSeen, which only the
+// processing goroutine touches.
+type subscription struct {
+	id      uint32
+	silence time.Duration   // no Publish response for this long: the subscription is dead
+	active  map[uint32]*tag // client handle → tag, items the server accepted
+	failed  []*tag          // items the server rejected, retried every itemRetry
+
+	lastSeen time.Time
+	got      map[string][]reading.Reading // readings of the cycle being received
+}
+
+// groups splits the tags into subscription groups of whole devices, at most
+// max items each (a device with more tags gets a group of its own).
+func groups(devices []string, byDev map[string][]*tag, max int) [][]*tag {
+	var out [][]*tag
+	var cur []*tag
+	for _, d := range devices {
+		ts := byDev[d]
+		if len(cur) > 0 && len(cur)+len(ts) > max {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(cur, ts...)
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
 }
 
 func (e *Engine) runSubscribe(ctx context.Context, c *opcua.Client, lim limits) error {
-	tm := e.timing()
+	s := &subSession{e: e, c: c, subs: map[uint32]*subscription{}}
+	bad := map[string][]reading.Reading{}
+	for _, g := range groups(e.devices, e.byDev, e.opt.maxPerSub) {
+		sub, err := s.subscribe(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.create(ctx, sub, g, lim.perCall, bad); err != nil {
+			return err
+		}
+	}
+	s.afterCreate(ctx, bad)
+
+	// Enough Publish requests in flight that every subscription can answer
+	// in the same cycle without waiting for a round trip.
+	senders := min(len(s.subs), 4) + 1
+	responses := make(chan *ua.PublishResponse, senders)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := 0; i < senders; i++ {
+		g.Go(func() error { return s.sender(gctx, responses) })
+	}
+	g.Go(func() error { return s.process(gctx, responses) })
+	g.Go(func() error { return s.retryLoop(gctx, lim.perCall) })
+	return g.Wait()
+}
+
+// subscribe creates one subscription.
+func (s *subSession) subscribe(ctx context.Context) (*subscription, error) {
+	tm := s.e.timing()
 	req := &ua.CreateSubscriptionRequest{
-		RequestedPublishingInterval: float64(tm.publishing) / float64(time.Millisecond),
+		RequestedPublishingInterval: ms(tm.publishing),
 		RequestedLifetimeCount:      tm.lifetime,
 		RequestedMaxKeepAliveCount:  tm.keepAlive,
-		// Bounded so a cycle of 10,000 changes travels as several moderate
+		// Bounded so a cycle of many changes travels as several moderate
 		// messages (MoreNotifications) instead of one huge one.
-		MaxNotificationsPerPublish: uint32(e.opt.maxBatch),
+		MaxNotificationsPerPublish: uint32(s.e.opt.maxBatch),
 		PublishingEnabled:          true,
 	}
 	var res *ua.CreateSubscriptionResponse
-	if err := c.Send(ctx, req, func(v ua.Response) error { return assign(v, &res) }); err != nil {
-		return fmt.Errorf("create subscription: %w", err)
+	if err := s.c.Send(ctx, req, func(v ua.Response) error { return assign(v, &res) }); err != nil {
+		return nil, fmt.Errorf("create subscription: %w", err)
 	}
 	revPub := time.Duration(res.RevisedPublishingInterval * float64(time.Millisecond))
 	if revPub <= 0 {
 		revPub = tm.publishing
 	}
 	ka := max(res.RevisedMaxKeepAliveCount, 1)
-	s := &subscription{
-		e: e, c: c, id: res.SubscriptionID,
-		// One keep-alive period plus slack for a loaded server and network.
-		silence: time.Duration(ka)*revPub + max(revPub, 5*time.Second),
-		active:  map[uint32]*tag{},
-	}
-	e.log.Info("opcua subscription created", "id", s.id, "publishing_interval", revPub, "keepalive_count", ka)
-
-	if err := s.create(ctx, e.tags, lim.perCall); err != nil {
-		return err
+	sub := &subscription{
+		id: res.SubscriptionID,
+		// One keep-alive period (some servers send it a cycle late) plus
+		// slack for a loaded server and network.
+		silence:  time.Duration(ka+1)*revPub + max(revPub, 5*time.Second),
+		active:   map[uint32]*tag{},
+		got:      map[string][]reading.Reading{},
+		lastSeen: time.Now(),
 	}
 	s.mu.Lock()
-	n, nf := len(s.active), len(s.failed)
+	s.subs[sub.id] = sub
 	s.mu.Unlock()
-	e.log.Info("opcua monitored items created", "ok", n, "rejected", nf)
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.publishLoop(gctx) })
-	g.Go(func() error { return s.retryLoop(gctx, lim.perCall) })
-	return g.Wait()
+	s.e.log.Debug("opcua subscription created", "id", sub.id, "publishing_interval", revPub, "keepalive_count", ka)
+	return sub, nil
 }
 
 func assign[T any](v ua.Response, dst *T) error {
@@ -84,7 +142,7 @@ func assign[T any](v ua.Response, dst *T) error {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func (s *subscription) itemRequest(t *tag) *ua.MonitoredItemCreateRequest {
+func (e *Engine) itemRequest(t *tag) *ua.MonitoredItemCreateRequest {
 	var filter *ua.ExtensionObject
 	if d := t.deadband; d != nil {
 		kind := uint32(ua.DeadbandTypeAbsolute)
@@ -108,33 +166,32 @@ func (s *subscription) itemRequest(t *tag) *ua.MonitoredItemCreateRequest {
 			ClientHandle:     t.handle,
 			SamplingInterval: ms(t.sampling),
 			Filter:           filter,
-			QueueSize:        s.e.cfg.QueueSize,
+			QueueSize:        e.cfg.QueueSize,
 			DiscardOldest:    true,
 		},
 	}
 }
 
-// create creates monitored items for tags in batches of perCall. Items the
-// server rejects are published as bad readings and kept for retryLoop; a
-// failed request (not a rejected item) is returned.
-func (s *subscription) create(ctx context.Context, tags []*tag, perCall int) error {
+// create creates monitored items for tags in sub, in requests of at most
+// perCall items. Items the server rejects are added to bad (by device) and
+// kept for retryLoop; a failed request (not a rejected item) is returned.
+func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag, perCall int, bad map[string][]reading.Reading) error {
 	var failed []*tag
-	bad := map[string][]reading.Reading{}
 	now := time.Now()
 	for start := 0; start < len(tags); start += perCall {
 		chunk := tags[start:min(start+perCall, len(tags))]
 		items := make([]*ua.MonitoredItemCreateRequest, len(chunk))
 		for i, t := range chunk {
-			items[i] = s.itemRequest(t)
+			items[i] = s.e.itemRequest(t)
 		}
 		req := &ua.CreateMonitoredItemsRequest{
-			SubscriptionID:     s.id,
+			SubscriptionID:     sub.id,
 			TimestampsToReturn: ua.TimestampsToReturnBoth,
 			ItemsToCreate:      items,
 		}
 		var res *ua.CreateMonitoredItemsResponse
 		if err := s.c.Send(ctx, req, func(v ua.Response) error { return assign(v, &res) }); err != nil {
-			return fmt.Errorf("create monitored items %d..%d: %w", start, start+len(chunk)-1, err)
+			return fmt.Errorf("create monitored items: %w", err)
 		}
 		if len(res.Results) != len(chunk) {
 			return fmt.Errorf("create monitored items: server answered %d results for %d items", len(res.Results), len(chunk))
@@ -150,46 +207,46 @@ func (s *subscription) create(ctx context.Context, tags []*tag, perCall int) err
 					"node_id", t.id.String(), "status", statusName(r.StatusCode))
 				continue
 			}
-			s.active[t.handle] = t
+			sub.active[t.handle] = t
 		}
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
-	s.failed = failed
+	sub.failed = failed
 	s.mu.Unlock()
-	s.e.flush(ctx, now, bad)
-	s.e.updateStatus(func(t *tag) bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		_, ok := s.active[t.handle]
-		return ok
-	}, bad)
 	return nil
 }
 
-// updateStatus sets each device "ok" when at least one of its tags is
-// collected, else "error: <first tag's reason>".
-func (e *Engine) updateStatus(ok func(*tag) bool, bad map[string][]reading.Reading) {
-	for _, d := range e.devices {
-		good := false
-		for _, t := range e.byDev[d] {
-			if ok(t) {
-				good = true
-				break
-			}
+// afterCreate publishes the rejected items as bad readings and sets each
+// device "ok" when at least one of its tags is collected, else
+// "error: <first tag's reason>".
+func (s *subSession) afterCreate(ctx context.Context, bad map[string][]reading.Reading) {
+	s.e.flush(ctx, time.Now(), bad)
+	s.mu.Lock()
+	good := map[string]bool{}
+	nActive, nFailed := 0, 0
+	for _, sub := range s.subs {
+		for _, t := range sub.active {
+			good[t.device] = true
 		}
+		nActive += len(sub.active)
+		nFailed += len(sub.failed)
+	}
+	s.mu.Unlock()
+	for _, d := range s.e.devices {
 		switch {
-		case good:
-			e.sink.SetDeviceStatus(d, "ok")
+		case good[d]:
+			s.e.sink.SetDeviceStatus(d, "ok")
 		case len(bad[d]) > 0:
-			e.sink.SetDeviceStatus(d, "error: "+bad[d][0].Error)
+			s.e.sink.SetDeviceStatus(d, "error: "+bad[d][0].Error)
 		}
 	}
+	s.e.log.Info("opcua monitored items", "subscriptions", len(s.subs), "ok", nActive, "rejected", nFailed)
 }
 
 // retryLoop periodically tries to create the rejected items again (a node
 // that appears later, a server that was still loading its address space).
-func (s *subscription) retryLoop(ctx context.Context, perCall int) error {
+func (s *subSession) retryLoop(ctx context.Context, perCall int) error {
 	tk := time.NewTicker(s.e.opt.itemRetry)
 	defer tk.Stop()
 	for {
@@ -199,85 +256,144 @@ func (s *subscription) retryLoop(ctx context.Context, perCall int) error {
 		case <-tk.C:
 		}
 		s.mu.Lock()
-		retry := s.failed
+		retry := map[*subscription][]*tag{}
+		for _, sub := range s.subs {
+			if len(sub.failed) > 0 {
+				retry[sub] = sub.failed
+			}
+		}
 		s.mu.Unlock()
 		if len(retry) == 0 {
 			continue
 		}
-		s.e.log.Info("opcua retrying rejected monitored items", "count", len(retry))
-		if err := s.create(ctx, retry, perCall); err != nil {
-			return err
+		bad := map[string][]reading.Reading{}
+		for sub, tags := range retry {
+			s.e.log.Info("opcua retrying rejected monitored items", "subscription", sub.id, "count", len(tags))
+			if err := s.create(ctx, sub, tags, perCall, bad); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
 		}
+		s.afterCreate(ctx, bad)
 	}
 }
 
-// errSilent is returned when the subscription stopped answering.
+// errSilent is returned when a subscription stopped answering.
 var errSilent = errors.New("subscription silent past its keep-alive")
 
-// publishLoop sends Publish requests, acknowledges notifications, publishes
-// one batch per device per publishing cycle and returns when the
-// subscription fails: an error response, a bad status change, or no
-// response (not even a keep-alive) within the keep-alive period.
-func (s *subscription) publishLoop(ctx context.Context) error {
-	var acks []*ua.SubscriptionAcknowledgement
-	got := map[string][]reading.Reading{}
+// sender keeps one Publish request in flight and passes the responses on.
+func (s *subSession) sender(ctx context.Context, out chan<- *ua.PublishResponse) error {
 	for {
+		s.mu.Lock()
+		acks := s.acks
+		s.acks = nil
+		s.mu.Unlock()
 		req := &ua.PublishRequest{SubscriptionAcknowledgements: acks}
 		if req.SubscriptionAcknowledgements == nil {
 			req.SubscriptionAcknowledgements = []*ua.SubscriptionAcknowledgement{}
 		}
-		pctx, cancel := context.WithTimeout(ctx, s.silence)
 		var res *ua.PublishResponse
-		err := s.c.Send(pctx, req, func(v ua.Response) error { return assign(v, &res) })
-		expired := pctx.Err() != nil
-		cancel()
+		err := s.c.Send(ctx, req, func(v ua.Response) error { return assign(v, &res) })
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if expired {
-				return fmt.Errorf("%w (%s): %v", errSilent, s.silence, err)
+			// Not delivered: acknowledge with the next request.
+			s.mu.Lock()
+			s.acks = append(s.acks, acks...)
+			s.mu.Unlock()
+			switch {
+			case errors.Is(err, ua.StatusBadTooManyPublishRequests):
+				// The server keeps fewer requests than we send; this
+				// sender is one too many.
+				return nil
+			case errors.Is(err, ua.StatusBadTimeout):
+				// The server let the request expire; the watchdog
+				// in process tells a dead subscription.
+				continue
 			}
 			return fmt.Errorf("publish: %w", err)
 		}
-		acks = acks[:0]
-		msg := res.NotificationMessage
-		if msg == nil {
+		select {
+		case out <- res:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// process handles Publish responses in arrival order: acknowledges
+// notifications, publishes one batch per device per publishing cycle, and
+// returns when a subscription fails (a bad status change, or no response,
+// not even a keep-alive, within its keep-alive period).
+func (s *subSession) process(ctx context.Context, in <-chan *ua.PublishResponse) error {
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tk.C:
+			s.mu.Lock()
+			for _, sub := range s.subs {
+				if d := now.Sub(sub.lastSeen); d > sub.silence {
+					s.mu.Unlock()
+					return fmt.Errorf("%w: subscription %d, nothing for %s", errSilent, sub.id, d.Round(time.Second))
+				}
+			}
+			s.mu.Unlock()
+		case res := <-in:
+			if err := s.handle(ctx, res); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *subSession) handle(ctx context.Context, res *ua.PublishResponse) error {
+	now := time.Now()
+	s.mu.Lock()
+	sub := s.subs[res.SubscriptionID]
+	msg := res.NotificationMessage
+	if sub == nil || msg == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	sub.lastSeen = now
+	if len(msg.NotificationData) > 0 {
+		s.acks = append(s.acks, &ua.SubscriptionAcknowledgement{SubscriptionID: sub.id, SequenceNumber: msg.SequenceNumber})
+	}
+	for _, nd := range msg.NotificationData {
+		if nd == nil {
 			continue
 		}
-		if len(msg.NotificationData) > 0 {
-			acks = append(acks, &ua.SubscriptionAcknowledgement{SubscriptionID: res.SubscriptionID, SequenceNumber: msg.SequenceNumber})
-		}
-		now := time.Now()
-		for _, nd := range msg.NotificationData {
-			if nd == nil {
-				continue
-			}
-			switch x := nd.Value.(type) {
-			case *ua.DataChangeNotification:
-				s.mu.Lock()
-				for _, it := range x.MonitoredItems {
-					t := s.active[it.ClientHandle]
-					if t == nil {
-						continue
-					}
-					got[t.device] = append(got[t.device], makeReading(t, it.Value, now))
+		switch x := nd.Value.(type) {
+		case *ua.DataChangeNotification:
+			for _, it := range x.MonitoredItems {
+				t := sub.active[it.ClientHandle]
+				if t == nil {
+					continue
 				}
+				sub.got[t.device] = append(sub.got[t.device], makeReading(t, it.Value, now))
+			}
+		case *ua.StatusChangeNotification:
+			if quality(x.Status) == reading.Bad {
 				s.mu.Unlock()
-			case *ua.StatusChangeNotification:
-				if quality(x.Status) == reading.Bad {
-					return fmt.Errorf("subscription %d status changed to %s", s.id, statusName(x.Status))
-				}
+				return fmt.Errorf("subscription %d status changed to %s", sub.id, statusName(x.Status))
 			}
 		}
-		if res.MoreNotifications {
-			continue // the rest of this cycle follows
-		}
-		ts := msg.PublishTime
-		if ts.IsZero() {
-			ts = now
-		}
-		s.e.flush(ctx, ts, got)
-		clear(got)
 	}
+	s.mu.Unlock()
+	if res.MoreNotifications {
+		return nil // the rest of this cycle follows
+	}
+	ts := msg.PublishTime
+	if ts.IsZero() {
+		ts = now
+	}
+	s.e.flush(ctx, ts, sub.got)
+	clear(sub.got)
+	return nil
 }

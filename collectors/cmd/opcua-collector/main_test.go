@@ -1,0 +1,248 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"fieldgate/devices/devsim/opcuasim"
+	"fieldgate/internal/testpeer"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+	binDir    string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildBinary builds opcua-collector once per test run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "opcua-collector-test")
+		if buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(binDir, "opcua-collector")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// startSim serves devsim opcua in the test process.
+func startSim(t *testing.T) *opcuasim.Sim {
+	t.Helper()
+	sim, err := opcuasim.New(opcuasim.Config{Port: testpeer.FreePort(t), Interval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return sim
+}
+
+type payload struct {
+	Gateway   string `json:"gateway"`
+	Collector string `json:"collector"`
+	Device    string `json:"device"`
+	Seq       uint64 `json:"seq"`
+	Readings  []struct {
+		Tag     string `json:"tag"`
+		Value   any    `json:"value"`
+		Quality string `json:"quality"`
+	} `json:"readings"`
+}
+
+// TestBinary runs the built collector against devsim opcua and a real
+// mosquitto, checks the data and status messages, and stops it with SIGTERM.
+func TestBinary(t *testing.T) {
+	testpeer.Require(t, "mosquitto")
+	bin := buildBinary(t)
+	broker := testpeer.Mosquitto(t)
+	sim := startSim(t)
+	dir := t.TempDir()
+	cfg := "endpoint: opc.tcp://wrong:1\nsecurity: {policy: None, mode: None}\nnodes:\n" +
+		"  - {device: meter1, name: voltage, node_id: \"ns=1;s=meter1.voltage_l1\", unit: V}\n" +
+		"  - {device: drive1, name: ghost, node_id: \"ns=1;s=drive1.nothing\"}\n"
+	for _, id := range sim.NodeIDs() {
+		if strings.HasPrefix(id, "ns=1;s=drive1.") {
+			cfg += fmt.Sprintf("  - {device: drive1, name: %s, node_id: %q}\n", strings.TrimPrefix(id, "ns=1;s=drive1."), id)
+		}
+	}
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfgPath, []byte("opcua:\n"+indent(cfg)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := testpeer.Subscribe(t, broker, "fieldgate/gw1/data/opcua-test/#")
+	status := testpeer.Subscribe(t, broker, "fieldgate/gw1/status/opcua-test")
+
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"MQTT_BROKER=" + broker, "GATEWAY_ID=gw1", "COLLECTOR_NAME=opcua-test", "POLL_INTERVAL=500ms",
+		"COLLECTOR_CONFIG=" + cfgPath, "DATA_DIR=" + filepath.Join(dir, "data"), "LOG_LEVEL=debug",
+		// The file's endpoint is wrong on purpose: the environment wins.
+		"OPCUA_ENDPOINT=" + sim.Endpoint(),
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("collector output:\n%s", out.String())
+		}
+	}()
+
+	seen := map[string]bool{}
+	var lastSeq uint64
+	deadline := time.After(60 * time.Second)
+	for !(seen["meter1/voltage"] && seen["drive1/ghost"] && seen["drive1/good"]) {
+		select {
+		case m := <-data:
+			var p payload
+			if err := json.Unmarshal(m.Payload, &p); err != nil {
+				t.Fatalf("payload %s: %v", m.Payload, err)
+			}
+			if p.Gateway != "gw1" || p.Collector != "opcua-test" || !strings.HasSuffix(m.Topic, "/"+p.Device) {
+				t.Errorf("message on %s: %s", m.Topic, m.Payload)
+			}
+			if p.Seq <= lastSeq {
+				t.Errorf("seq %d after %d", p.Seq, lastSeq)
+			}
+			lastSeq = p.Seq
+			for _, r := range p.Readings {
+				switch {
+				case p.Device == "meter1" && r.Tag == "voltage" && r.Quality == "good":
+					if _, ok := r.Value.(float64); !ok {
+						t.Errorf("voltage = %v", r.Value)
+					}
+					seen["meter1/voltage"] = true
+				case r.Tag == "ghost" && r.Quality == "bad":
+					seen["drive1/ghost"] = true
+				case p.Device == "drive1" && r.Quality == "good":
+					seen["drive1/good"] = true
+				}
+			}
+		case err := <-exited:
+			t.Fatalf("collector exited: %v", err)
+		case <-deadline:
+			t.Fatalf("missing readings after 60s, seen %v", seen)
+		}
+	}
+	testpeer.WaitFor(t, 30*time.Second, "status online with meter1 ok", func() bool {
+		for {
+			select {
+			case m := <-status:
+				var st struct {
+					State   string            `json:"state"`
+					Devices map[string]string `json:"devices"`
+				}
+				if json.Unmarshal(m.Payload, &st) == nil && st.State == "online" && st.Devices["meter1"] == "ok" {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("collector did not stop within 15s of SIGTERM")
+	}
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + l
+	}
+	return strings.Join(lines, "\n") + "\n"
+}
+
+// TestBadConfig: every problem printed as FILE:LINE, exit status 2.
+func TestBadConfig(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfgPath, []byte("endpoint: opc.tcp://x:4840\nmode: push\nnodes:\n  - {device: d, name: t, node_id: \"ns=x\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"COLLECTOR_CONFIG=" + cfgPath, "DATA_DIR=" + dir}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err == nil || !errorsAs(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v, want status 2; output:\n%s", err, out)
+	}
+	for _, want := range []string{cfgPath + ":2: mode: unknown mode \"push\"", cfgPath + ":4: nodes[0]: node_id: invalid node id"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func errorsAs(err error, target **exec.ExitError) bool {
+	e, ok := err.(*exec.ExitError)
+	if ok {
+		*target = e
+	}
+	return ok
+}
+
+// TestBrowse lists devsim's address space.
+func TestBrowse(t *testing.T) {
+	bin := buildBinary(t)
+	sim := startSim(t)
+	out, err := exec.Command(bin, "browse", "--endpoint", sim.Endpoint(), "--policy", "None",
+		"--data-dir", t.TempDir(), "--depth", "4").CombinedOutput()
+	if err != nil {
+		t.Fatalf("browse: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "ns=1;s=meter1.voltage_l1\t") || !strings.Contains(string(out), "\tFloat\n") {
+		t.Errorf("browse output lacks meter1.voltage_l1 with its data type:\n%s", out)
+	}
+	// Without --policy, None is not chosen silently.
+	out, err = exec.Command(bin, "browse", "--endpoint", sim.Endpoint(), "--data-dir", t.TempDir()).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--policy None") {
+		t.Errorf("browse without --policy = %v\n%s", err, out)
+	}
+}
