@@ -312,6 +312,11 @@ func (p *Profile) validate() error {
 		if t.Scale != nil && *t.Scale == 0 {
 			return fail("scale 0")
 		}
+		if t.Bit == nil && t.Type == "bool" && !IsBitTable(t.Table) {
+			// The collector rejects it too: which bit a register bool means is
+			// the datasheet's to say, not ours to guess.
+			return fail("type bool on %s needs bit (0..15)", t.Table)
+		}
 		if t.Bit != nil {
 			if t.Type != "bool" || IsBitTable(t.Table) {
 				return fail("bit is only for type bool in holding_register or input_register")
