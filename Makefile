@@ -17,7 +17,9 @@ FUZZ_TARGETS := \
 	./collectors/queue:FuzzDecode \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
-	./collectors/modbus:FuzzParseConfig
+	./collectors/modbus:FuzzParseConfig \
+	./devices/devsim:FuzzPDU \
+	./devices/devsim:FuzzRTUStream
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean
 
