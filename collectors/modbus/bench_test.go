@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"fieldgate/collectors/publish"
 	"fieldgate/collectors/reading"
 	"fieldgate/devices/devsim"
 	"fieldgate/devices/profiles"
@@ -251,4 +252,68 @@ devices:
 	const wireLimit = 19200.0 / 11 / (8 + 255 + 7) * 125 // 808 registers/s
 	b.ReportMetric(rate, "registers/s")
 	b.ReportMetric(100*rate/wireLimit, "wire-%")
+}
+
+// throttled holds the poller back while the publisher has more than 256
+// batches pending, so the benchmark measures the sustained rate rather than
+// filling the disk queue as fast as devsim answers.
+type throttled struct{ *publish.Publisher }
+
+func (t throttled) Publish(ctx context.Context, b reading.Batch) error {
+	for t.Stats().Pending > 256 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	return t.Publisher.Publish(ctx, b)
+}
+
+// BenchmarkTCPToMQTT is the whole collector path: devsim TCP (child
+// process) -> poller -> the real publisher (durable queue, QoS 1) ->
+// mosquitto. One op is one reading acknowledged by the broker; the CPU time
+// is the collector process's (poller, encoding, queue, paho) on one core.
+func BenchmarkTCPToMQTT(b *testing.B) {
+	testpeer.Require(b, "mosquitto")
+	addr := startSim(b, simSpec{TCP: "127.0.0.1:0", Units: []uint8{1, 2, 3, 4}, Profile: "fieldgate-bench"})
+	var devs strings.Builder
+	for i := 1; i <= 4; i++ {
+		fmt.Fprintf(&devs, "  - {name: bench%d, unit_id: %d, profile: fieldgate-bench}\n", i, i)
+	}
+	cfg := loadBenchConfig(b, fmt.Sprintf("transport: tcp\ntcp: {address: %q}\ntimeout: 2s\ndevices:\n%s", addr, devs.String()))
+	perBatch := int64(len(cfg.Devices[0].Tags))
+	broker := testpeer.Mosquitto(b)
+	pub, err := publish.New(publish.Config{Broker: broker, GatewayID: "bench", CollectorName: "modbus",
+		DataDir: b.TempDir(), Interval: time.Second}, quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- pub.Run(ctx) }()
+	p, err := NewPoller(cfg, time.Millisecond, throttled{pub}, quietLog())
+	if err != nil {
+		b.Fatal(err)
+	}
+	pollDone := make(chan error, 1)
+	go func() { pollDone <- p.Run(ctx) }()
+	defer func() { cancel(); <-pollDone; <-pubDone }()
+	deadline := time.Now().Add(20 * time.Second)
+	for pub.Stats().Published == 0 {
+		if time.Now().After(deadline) {
+			b.Fatalf("nothing acknowledged in 20 s: %+v", pub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ResetTimer()
+	start, cpu0, n0 := time.Now(), cpuTime(), int64(pub.Stats().Published)*perBatch
+	for int64(pub.Stats().Published)*perBatch-n0 < int64(b.N) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed, cpu := time.Since(start), cpuTime()-cpu0
+	n := int64(pub.Stats().Published)*perBatch - n0
+	b.StopTimer()
+	if st := pub.Stats(); st.Dropped > 0 || st.Rejected > 0 {
+		b.Fatalf("publisher dropped batches: %+v", st)
+	}
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "readings/s")
+	b.ReportMetric(cpu.Seconds()/float64(n)*1e6, "cpu-s/Mreadings")
 }
