@@ -60,6 +60,10 @@ type Exit struct {
 	Err error
 }
 
+// killWait bounds the wait for a task's exit after SIGKILL (a process stuck
+// in the kernel does not die).
+const killWait = 10 * time.Second
+
 // labelImageDigest records the image digest a container was created from.
 const labelImageDigest = "fieldgate.runtime/image-digest"
 
@@ -112,8 +116,8 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (ContainerInfo, error) {
 }
 
 // Start starts the container's task and returns its state (with the pid).
-// A stopped task left from a previous run is deleted first; a running one
-// is an error. The task's output goes to the container's log (see package
+// A stopped task left from a previous run, or one created but never started,
+// is deleted first; a running or paused one is an error. The task's output goes to the container's log (see package
 // doc): the log driver is running before the task starts.
 func (r *Runtime) Start(ctx context.Context, id string) (ContainerInfo, error) {
 	ctx = r.ctx(ctx)
@@ -126,11 +130,19 @@ func (r *Runtime) Start(ctx context.Context, id string) (ContainerInfo, error) {
 		if err != nil {
 			return ContainerInfo{}, fmt.Errorf("container %q: task status: %w", id, err)
 		}
-		if st.Status != containerd.Stopped {
+		switch st.Status {
+		case containerd.Stopped:
+			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+				return ContainerInfo{}, fmt.Errorf("container %q: delete stopped task: %w", id, err)
+			}
+		case containerd.Created:
+			// Created but never started: the caller died in between. The
+			// task's IO belongs to that attempt; start over.
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return ContainerInfo{}, fmt.Errorf("container %q: delete unstarted task: %w", id, err)
+			}
+		default:
 			return ContainerInfo{}, fmt.Errorf("container %q: task is %s already", id, st.Status)
-		}
-		if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
-			return ContainerInfo{}, fmt.Errorf("container %q: delete stopped task: %w", id, err)
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return ContainerInfo{}, fmt.Errorf("container %q: task: %w", id, err)
@@ -264,6 +276,8 @@ func (r *Runtime) stopTask(ctx context.Context, id string, task containerd.Task,
 			case <-exited:
 			case <-ctx.Done():
 				return fmt.Errorf("container %q: stop after SIGKILL: %w", id, ctx.Err())
+			case <-time.After(killWait):
+				return fmt.Errorf("container %q: task still running %s after SIGKILL", id, killWait)
 			}
 		}
 	}

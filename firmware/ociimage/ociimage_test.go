@@ -14,6 +14,11 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/platforms"
 
@@ -177,6 +182,64 @@ func TestBuildArchiveLayout(t *testing.T) {
 	}
 	if cf.Architecture != "amd64" || len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/hello" {
 		t.Errorf("docker config %+v, want amd64 with entrypoint /hello", cf)
+	}
+
+	// The OCI view: a valid layout whose index holds the three platforms.
+	layoutDir := filepath.Join(dir, "layout")
+	for name, data := range files {
+		p := filepath.Join(layoutDir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lp, err := layout.FromPath(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := lp.ImageIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := v1.NewHash(res.IndexDigest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idxImg, err := top.ImageIndex(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(idxImg); err != nil {
+		t.Errorf("multi-platform index does not validate: %v", err)
+	}
+	im, err := idxImg.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plats []string
+	for _, m := range im.Manifests {
+		plats = append(plats, m.Platform.String())
+	}
+	if strings.Join(plats, " ") != "linux/amd64 linux/arm/v7 linux/arm64" {
+		t.Errorf("index platforms %q", plats)
+	}
+
+	// The Docker view: manifest.json loads as the amd64 image.
+	tag, err := name.NewTag("fieldgate/test-hello:1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dimg, err := tarball.ImageFromPath(out, &tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(dimg); err != nil {
+		t.Errorf("docker view does not validate: %v", err)
+	}
+	if d, err := dimg.ConfigName(); err != nil || "blobs/sha256/"+d.Hex != dm[0].Config {
+		t.Errorf("docker view config %v (%v), want %s", d, err, dm[0].Config)
 	}
 
 	// Same input, same bytes: re-imports are skipped by digest.
