@@ -376,7 +376,11 @@ func (s *subSession) handle(ctx context.Context, res *ua.PublishResponse) error 
 				if t == nil {
 					continue
 				}
-				sub.got[t.device] = append(sub.got[t.device], makeReading(t, it.Value, now))
+				rs := sub.got[t.device]
+				if rs == nil {
+					rs = make([]reading.Reading, 0, len(s.e.byDev[t.device]))
+				}
+				sub.got[t.device] = append(rs, makeReading(t, it.Value, now))
 			}
 		case *ua.StatusChangeNotification:
 			if quality(x.Status) == reading.Bad {

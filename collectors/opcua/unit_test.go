@@ -160,3 +160,33 @@ func TestTrustStore(t *testing.T) {
 		t.Errorf("check after trusting = %v", err)
 	}
 }
+
+func TestApplyEnv(t *testing.T) {
+	env := map[string]string{
+		EnvEndpoint: "opc.tcp://plc:4840",
+		EnvMode:     "poll",
+		EnvSecurity: "None",
+		EnvNodes:    "boiler1/temperature=ns=2;s=Boiler1.Temperature, boiler1/running=ns=2;s=Boiler1.Running",
+	}
+	var c Config
+	if err := c.ApplyEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if c.Endpoint != "opc.tcp://plc:4840" || c.Mode != ModePoll || c.Security.Policy != PolicyNone || c.Security.Mode != SecModeNone {
+		t.Errorf("config = %+v", c)
+	}
+	if len(c.Nodes) != 2 || c.Nodes[1].Device != "boiler1" || c.Nodes[1].Name != "running" || c.Nodes[1].NodeID != "ns=2;s=Boiler1.Running" {
+		t.Errorf("nodes = %+v", c.Nodes)
+	}
+	for _, bad := range []map[string]string{
+		{EnvEndpoint: "opc.tcp://x:1", EnvNodes: "nodevice=i=85"},
+		{EnvEndpoint: "opc.tcp://x:1", EnvNodes: "d/t=i=85", EnvSecurity: "Basic256Sha256"},
+		{EnvEndpoint: "opc.tcp://x:1", EnvNodes: "d/t=ns=x"},
+		{EnvEndpoint: "opc.tcp://x:1"},
+	} {
+		var c Config
+		if err := c.ApplyEnv(func(k string) string { return bad[k] }); err == nil {
+			t.Errorf("ApplyEnv(%v) = nil, want an error", bad)
+		}
+	}
+}

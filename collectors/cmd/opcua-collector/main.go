@@ -5,7 +5,8 @@
 // DATA_DIR, ...; DESIGN.md, "Collector environment") plus the file named by
 // COLLECTOR_CONFIG (default /etc/fieldgate/collector.yaml): the content of a
 // gateway.yaml `opcua:` section, or a file whose only key is `opcua:`.
-// OPCUA_ENDPOINT, when set, overrides the file's endpoint.
+// OPCUA_ENDPOINT, OPCUA_MODE, OPCUA_SECURITY and OPCUA_NODES override the
+// file, or replace it when it does not exist (see opcua.ApplyEnv).
 //
 //	opcua-collector browse --endpoint URL [--node ID] [--depth N] [--policy P --mode M]
 //
@@ -79,7 +80,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 			"       opcua-collector browse --endpoint URL [--node ID] [--depth N] [flags]\n\n"+
 			"Configured by environment: POLL_INTERVAL, MQTT_BROKER, MQTT_USERNAME, MQTT_PASSWORD_FILE,\n"+
 			"MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE, MQTT_TOPIC_PREFIX, GATEWAY_ID, COLLECTOR_NAME,\n"+
-			"COLLECTOR_CONFIG (the opcua section), OPCUA_ENDPOINT (overrides the file's endpoint), DATA_DIR, LOG_LEVEL.\n")
+			"COLLECTOR_CONFIG (the opcua section), DATA_DIR, LOG_LEVEL; OPCUA_ENDPOINT, OPCUA_MODE,\n"+
+			"OPCUA_SECURITY (POLICY/MODE or None) and OPCUA_NODES (DEVICE/NAME=NODE_ID,...) override the file.\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,12 +109,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return configError{err}
 	}
 	log := env.Logger(stderr)
-	cfg, err := opcua.LoadFile(env.ConfigPath)
+	cfg, err := loadConfig(env.ConfigPath, getenv)
 	if err != nil {
 		return configError{err}
-	}
-	if ep := getenv("OPCUA_ENDPOINT"); ep != "" {
-		cfg.Endpoint = ep
 	}
 	pub, err := publish.New(publish.ConfigFromEnv(env, version), log)
 	if err != nil {
@@ -155,6 +154,24 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	case <-time.After(stopDeadline):
 		return fmt.Errorf("stop: not finished within %v", stopDeadline)
 	}
+}
+
+// loadConfig reads the collector file and applies the OPCUA_* overrides. A
+// missing file is fine when the environment alone describes the collector
+// (OPCUA_ENDPOINT and OPCUA_NODES), as on a lab bench.
+func loadConfig(path string, getenv func(string) string) (opcua.Config, error) {
+	var cfg opcua.Config
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && getenv(opcua.EnvEndpoint) != "":
+	case err != nil:
+		return cfg, fmt.Errorf("read opcua config: %w", err)
+	default:
+		if cfg, err = opcua.Parse(path, data); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, cfg.ApplyEnv(getenv)
 }
 
 // browse prints the address space below --node.

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 }
 
 // buildBinary builds opcua-collector once per test run.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "opcua-collector-test")
@@ -244,5 +244,145 @@ func TestBrowse(t *testing.T) {
 	out, err = exec.Command(bin, "browse", "--endpoint", sim.Endpoint(), "--data-dir", t.TempDir()).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--policy None") {
 		t.Errorf("browse without --policy = %v\n%s", err, out)
+	}
+}
+
+// procCPU returns the user+system CPU time of process pid.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start at ")".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// procMiB returns a /proc/PID/status field (VmRSS, VmHWM) in MiB.
+func procMiB(pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, field+":"); ok {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkBinary10k runs the built collector — engine and MQTT publisher,
+// as deployed — on 10,000 monitored items (100 devices × 100 tags) at
+// POLL_INTERVAL=1s against devsim opcua (in the test process, every value
+// changing every second) and mosquitto, and reports the collector process's
+// CPU share of one core and its RSS. One op is 10,000 readings arriving on
+// the broker.
+//
+//	go test -run '^$' -bench Binary10k -benchtime 30x ./collectors/cmd/opcua-collector/
+func BenchmarkBinary10k(b *testing.B) {
+	const n = 10000
+	testpeer.Require(b, "mosquitto")
+	bin := buildBinary(b)
+	broker := testpeer.Mosquitto(b)
+	sim, err := opcuasim.New(opcuasim.Config{Port: testpeer.FreePort(b), Vars: n, Devices: []opcuasim.Device{{Name: "m", Profile: "eastron-sdm120"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	simDone := make(chan error, 1)
+	go func() { simDone <- sim.Run(ctx) }()
+	defer func() { cancel(); <-simDone }()
+
+	dir := b.TempDir()
+	var cfg strings.Builder
+	cfg.WriteString("endpoint: " + sim.Endpoint() + "\nsecurity: {policy: None, mode: None}\nnodes:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&cfg, "  - {device: dev%02d, name: v%d, node_id: \"ns=1;s=Bulk.%d\"}\n", i%100, i, i)
+	}
+	cfgPath := filepath.Join(dir, "collector.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	data := testpeer.Subscribe(b, broker, "fieldgate/gw1/data/opcua/#")
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"MQTT_BROKER=" + broker, "GATEWAY_ID=gw1", "POLL_INTERVAL=1s",
+		"COLLECTOR_CONFIG=" + cfgPath, "DATA_DIR=" + filepath.Join(dir, "data"), "LOG_LEVEL=warn"}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	readings := 0
+	waitReadings := func(want int, timeout time.Duration) {
+		deadline := time.After(timeout)
+		for readings < want {
+			select {
+			case m := <-data:
+				var p payload
+				if err := json.Unmarshal(m.Payload, &p); err != nil {
+					b.Fatalf("payload: %v", err)
+				}
+				readings += len(p.Readings)
+			case <-deadline:
+				b.Fatalf("only %d of %d readings within %v", readings, want, timeout)
+			}
+		}
+	}
+	waitReadings(3*n, 90*time.Second) // initial values and two cycles
+	pid := cmd.Process.Pid
+	b.ResetTimer()
+	cpu0, t0, r0 := procCPU(pid), time.Now(), readings
+	waitReadings(r0+b.N*n, time.Duration(b.N)*5*time.Second+30*time.Second)
+	wall, cpu := time.Since(t0), procCPU(pid)-cpu0
+	b.StopTimer()
+	b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu%")
+	b.ReportMetric(procMiB(pid, "VmRSS"), "MiB-rss")
+	b.ReportMetric(procMiB(pid, "VmHWM"), "MiB-peak")
+	b.ReportMetric(float64(readings-r0)/wall.Seconds(), "readings/s")
+}
+
+// TestEnvOnly runs the collector from its environment alone (no file), as
+// a lab bench does.
+func TestEnvOnly(t *testing.T) {
+	testpeer.Require(t, "mosquitto")
+	bin := buildBinary(t)
+	broker := testpeer.Mosquitto(t)
+	sim := startSim(t)
+	dir := t.TempDir()
+	data := testpeer.Subscribe(t, broker, "fieldgate/+/data/opcua/meter1")
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"MQTT_BROKER=" + broker, "POLL_INTERVAL=500ms", "DATA_DIR=" + dir,
+		"COLLECTOR_CONFIG=" + filepath.Join(dir, "absent.yaml"),
+		"OPCUA_ENDPOINT=" + sim.Endpoint(), "OPCUA_SECURITY=None", "OPCUA_MODE=poll",
+		"OPCUA_NODES=meter1/voltage=ns=1;s=meter1.voltage_l1,meter1/frequency=ns=1;s=meter1.frequency"}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("collector output:\n%s", out.String())
+		}
+	}()
+	select {
+	case m := <-data:
+		var p payload
+		if err := json.Unmarshal(m.Payload, &p); err != nil || len(p.Readings) != 2 {
+			t.Fatalf("payload %s (%v), want 2 readings", m.Payload, err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no data message within 60s")
 	}
 }
