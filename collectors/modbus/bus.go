@@ -39,6 +39,7 @@ type device struct {
 	status  string
 	stats   deviceCounters
 	cycleN  uint64 // the bus cycle of the last batch
+	garbled bool   // a garbage answer was logged since the last good one
 }
 
 // run polls at a fixed rate on the schedule start + k*interval. A cycle that
@@ -252,6 +253,7 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 		d.stats.requests.Add(1)
 		data, err := b.tr.Read(ctx, d.unit, fn, r.Address, r.Quantity)
 		if err == nil {
+			d.garbled = false
 			return data, nil
 		}
 		if ctx.Err() != nil {
@@ -267,7 +269,12 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 			d.stats.exceptions.Add(1)
 		case errors.As(err, &fe):
 			d.stats.garbage.Add(1)
-			b.log.Debug("garbage response", "device", d.dev.Name, "request", r.String(), "err", err)
+			// Warn once per run of bad answers, not on every one.
+			level := slog.LevelDebug
+			if !d.garbled {
+				level, d.garbled = slog.LevelWarn, true
+			}
+			b.log.Log(ctx, level, "garbage response; line resynchronised", "device", d.dev.Name, "request", r.String(), "err", err)
 		}
 		if !isRetryable(err) || a >= attempts {
 			return nil, err
