@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+
 	"fieldgate/firmware/ociimage"
 	"fieldgate/internal/testpeer"
 	fgrt "fieldgate/runtime"
@@ -303,7 +306,7 @@ func TestContainerSeesEnvMountsReadOnlyRootAndLogs(t *testing.T) {
 }
 
 func TestStopKillsAfterTimeoutAndStartRestartsStoppedTask(t *testing.T) {
-	_, rt := setup(t)
+	peer, rt := setup(t)
 	ctx := context.Background()
 	spec, _ := probeSpec(t, "probe-stubborn", "PROBE_IGNORE_TERM=1")
 	if _, err := rt.Create(ctx, spec); err != nil {
@@ -338,6 +341,35 @@ func TestStopKillsAfterTimeoutAndStartRestartsStoppedTask(t *testing.T) {
 	}
 	if second.Pid == first.Pid || second.Status != fgrt.StatusRunning {
 		t.Errorf("restart: %+v (first pid %d)", second, first.Pid)
+	}
+	waitLog(t, rt, spec.ID, "probe started")
+
+	// A task created but never started (a supervisor that died between the
+	// two calls) is replaced by Start.
+	if err := rt.Stop(ctx, spec.ID, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	client, err := containerd.New(peer.Address, containerd.WithDefaultNamespace(peer.Namespace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := client.LoadContainer(ctx, spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewTask(ctx, cio.NullIO); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := rt.Load(ctx, spec.ID); err != nil || info.Status != fgrt.StatusCreated {
+		t.Fatalf("before start: %+v, %v", info, err)
+	}
+	second, err = rt.Start(ctx, spec.ID)
+	if err != nil {
+		t.Fatal(err)
 	}
 	waitLog(t, rt, spec.ID, "probe started")
 
