@@ -224,6 +224,53 @@ func TestNodeOPCUA(t *testing.T) {
 		})
 	}
 
+	// Every supported policy, with the server's certificate trusted.
+	for _, sec := range []Security{
+		{Policy: PolicyBasic256Sha256, Mode: SecModeSign},
+		{Policy: PolicyAes128Sha256RsaOaep, Mode: SecModeSignAndEncrypt},
+		{Policy: PolicyAes256Sha256RsaPss, Mode: SecModeSignAndEncrypt},
+	} {
+		t.Run(sec.Policy+"/"+sec.Mode, func(t *testing.T) {
+			trust := t.TempDir()
+			b, err := os.ReadFile(srv.CertFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(trust, "server.pem"), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sink, _ := runEngine(t, Config{Endpoint: srv.Endpoint, Security: &sec, TrustDir: trust, Nodes: knownNodes()[:3]})
+			testpeer.WaitFor(t, waitLong, "a good temperature", func() bool {
+				_, ok := sink.lastGood(0, "boiler1", "temperature")
+				return ok
+			})
+		})
+	}
+
+	t.Run("deadband", func(t *testing.T) {
+		// Level moves by at most 1 per 100 ms; with an absolute deadband of
+		// 5 every reported value is at least 5 away from the one before.
+		nodes := []Node{
+			{Device: "pump1", Name: "level", NodeID: "ns=1;s=Pump1.Level", Deadband: &Deadband{Type: DeadbandAbsolute, Value: 5}},
+			{Device: "pump1", Name: "raw", NodeID: "ns=1;s=Pump1.Level"},
+		}
+		sink, _ := runEngine(t, Config{Endpoint: srv.Endpoint, Security: insecure, Nodes: nodes, QueueSize: 100},
+			WithPollInterval(100*time.Millisecond))
+		testpeer.WaitFor(t, waitLong, "five filtered level values", func() bool {
+			return len(sink.readings(0, "pump1", "level")) >= 5
+		})
+		rs := sink.readings(0, "pump1", "level")
+		for i := 1; i < len(rs); i++ {
+			prev, cur := rs[i-1].Value.(float64), rs[i].Value.(float64)
+			if d := cur - prev; d < 5 && d > -5 {
+				t.Errorf("level %v followed by %v: change below the deadband of 5", prev, cur)
+			}
+		}
+		if raw := len(sink.readings(0, "pump1", "raw")); raw <= len(rs) {
+			t.Errorf("unfiltered item reported %d values, filtered %d: the filter had no effect", raw, len(rs))
+		}
+	})
+
 	t.Run("frozen server", func(t *testing.T) {
 		sink, _ := runEngine(t, Config{Endpoint: srv.Endpoint, Security: insecure, Nodes: knownNodes()})
 		checkKnown(t, sink, 0)
