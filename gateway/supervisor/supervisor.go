@@ -449,6 +449,10 @@ func restartOnly(a, b *config.Config) []string {
 		}
 	}
 	check("gateway.listen", a.Gateway.Listen, b.Gateway.Listen)
+	// The collectors get the new values (their spec changes); the gateway's
+	// own MQTT status connection keeps the old ones until restart.
+	check("gateway.id (gateway status topic)", a.Gateway.ID, b.Gateway.ID)
+	check("mqtt (gateway status connection)", fmt.Sprint(a.MQTT), fmt.Sprint(b.MQTT))
 	check("runtime.address", a.Runtime.Address, b.Runtime.Address)
 	check("runtime.namespace", a.Runtime.Namespace, b.Runtime.Namespace)
 	check("runtime.images_dir", a.Runtime.ImagesDir, b.Runtime.ImagesDir)

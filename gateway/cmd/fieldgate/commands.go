@@ -212,7 +212,7 @@ func sdNotify(state string) error {
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "", "supervisor HTTP address HOST:PORT (default: gateway.listen of --config, else "+config.DefaultGateway.Listen+")")
+	addr := fs.String("addr", "", "supervisor HTTP address HOST:PORT (default: gateway.listen of --config or "+defaultConfigPath+", else "+config.DefaultGateway.Listen+")")
 	path := fs.String("config", "", "gateway config `FILE` to take gateway.listen from")
 	asJSON := fs.Bool("json", false, "print the raw /status JSON")
 	pos, err := parseFlags(fs, args)
@@ -224,12 +224,18 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if *addr == "" {
 		*addr = config.DefaultGateway.Listen
-		if *path != "" {
+		switch {
+		case *path != "":
 			cfg, err := loadConfig(*path, stderr, 1)
 			if err != nil {
 				return err
 			}
 			*addr = cfg.Gateway.Listen
+		default:
+			// On a gateway, the installed config says where fieldgate listens.
+			if cfg, err := config.Load(defaultConfigPath); err == nil {
+				*addr = cfg.Gateway.Listen
+			}
 		}
 	}
 	st, raw, err := fetchStatus(ctx, *addr)

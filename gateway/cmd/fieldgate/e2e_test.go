@@ -415,6 +415,22 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("crash loop is visible and backs off", func(t *testing.T) {
+		good, _ := os.ReadFile(e.config)
+		crashing := strings.NewReplacer("restart: always", "restart: on-failure",
+			"env: {LOG_LEVEL: debug}", "env: {LOG_LEVEL: debug, EXIT_AFTER: 100ms}").Replace(fmt.Sprintf(e2eCollector, "c", "1s"))
+		e.writeRaw(string(good) + crashing)
+		testpeer.WaitFor(t, 60*time.Second, "c in crashloop", func() bool {
+			c := e.collector("c")
+			return c.State == supervisor.StateCrashLoop && c.Restarts >= 2 && c.LastExit != nil && c.LastExit.Code == 3
+		})
+		e.writeRaw(string(good))
+		testpeer.WaitFor(t, 30*time.Second, "c removed", func() bool { return e.collector("c").Name == "" })
+		if na, nb := e.collector("a"), e.collector("b"); na.Pid != a.Pid || nb.Pid != b.Pid {
+			t.Errorf("collectors touched: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
+		}
+	})
+
 	t.Run("supervisor killed and restarted adopts the collectors", func(t *testing.T) {
 		e.kill(syscall.SIGKILL)
 		if !alive(a.Pid) || !alive(b.Pid) {
