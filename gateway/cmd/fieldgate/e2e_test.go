@@ -26,7 +26,7 @@ import (
 // e2e is one end-to-end setup: a private containerd, a broker, the fieldgate
 // binary and a collector image built from testdata/sleeper.
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string // data_dir, images, config
 	bin    string // fieldgate binary
 	config string
@@ -50,7 +50,7 @@ var buildOnce struct {
 }
 
 // buildBinaries builds fieldgate and the sleeper once per test binary.
-func buildBinaries(t *testing.T) (fieldgate, sleeper string) {
+func buildBinaries(t testing.TB) (fieldgate, sleeper string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "fg-e2e-bin-")
@@ -94,7 +94,7 @@ const e2eCollector = `  - name: %s
             - {name: speed, table: holding_register, address: 0, type: uint16}
 `
 
-func newE2E(t *testing.T) *e2e {
+func newE2E(t testing.TB) *e2e {
 	t.Helper()
 	testpeer.Require(t, "containerd", "mosquitto")
 	bin, sleeper := buildBinaries(t)
@@ -455,4 +455,30 @@ func TestEndToEnd(t *testing.T) {
 		e.kill(syscall.SIGTERM)
 		testpeer.WaitFor(t, 30*time.Second, "collectors stopped", func() bool { return !alive(a.Pid) && !alive(b.Pid) })
 	})
+}
+
+// BenchmarkSupervisor reports the supervisor's RSS with two collectors and,
+// per iteration, the time from a SIGKILLed supervisor's restart until both
+// running collectors are adopted (their tasks untouched).
+func BenchmarkSupervisor(b *testing.B) {
+	e := newE2E(b)
+	e.start()
+	a, c := e.waitRunning("both collectors running", func(a, b supervisor.CollectorStatus) bool { return true })
+	time.Sleep(2 * time.Second) // let the heap settle before sampling RSS
+	e.mu.Lock()
+	rss := rssKiB(e.proc.Process.Pid)
+	e.mu.Unlock()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		e.kill(syscall.SIGKILL)
+		b.StartTimer()
+		e.start()
+		na, nc := e.waitRunning("adopted", func(na, nc supervisor.CollectorStatus) bool { return na.Adopted && nc.Adopted })
+		if na.Pid != a.Pid || nc.Pid != c.Pid {
+			b.Fatalf("pids changed: %d->%d, %d->%d", a.Pid, na.Pid, c.Pid, nc.Pid)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(rss), "rss-KiB")
 }
