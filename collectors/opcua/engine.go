@@ -31,8 +31,12 @@ type Sink interface {
 // Defaults of the engine's options.
 const (
 	DefaultPollInterval = 5 * time.Second
-	DefaultBackoffMin   = 500 * time.Millisecond
-	DefaultBackoffMax   = 30 * time.Second
+	DefaultBackoffMin = 500 * time.Millisecond
+	// The back-off cap defaults to five POLL_INTERVALs, kept within
+	// [5s, 60s]: after an outage readings resume within a few publishing
+	// intervals, while a server that stays away is not hammered.
+	minBackoffCap = 5 * time.Second
+	maxBackoffCap = 60 * time.Second
 	DefaultItemRetry    = 30 * time.Second
 	// DefaultBatch is the number of items per CreateMonitoredItems or Read
 	// request when the server states no limit (or a larger one): small
@@ -74,7 +78,8 @@ func WithDataDir(dir string) Option { return func(o *options) { o.dataDir = dir 
 func WithPollInterval(d time.Duration) Option { return func(o *options) { o.poll = d } }
 
 // WithBackoff sets the reconnect back-off: it starts at min and doubles up
-// to max (defaults 500ms and 30s), and is reset once a session is up.
+// to max, and is reset once a session is up. Defaults: 500ms, and five
+// POLL_INTERVALs kept within [5s, 60s].
 func WithBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
 }
@@ -127,13 +132,15 @@ func New(cfg Config, sink Sink, opts ...Option) (*Engine, error) {
 		dataDir:    ".",
 		poll:       DefaultPollInterval,
 		backoffMin: DefaultBackoffMin,
-		backoffMax: DefaultBackoffMax,
 		itemRetry:  DefaultItemRetry,
 		maxBatch:   DefaultBatch,
 		maxPerSub:  DefaultItemsPerSubscription,
 	}
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.backoffMax == 0 {
+		o.backoffMax = min(max(5*o.poll, minBackoffCap), maxBackoffCap)
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.NewTextHandler(io.Discard, nil))
