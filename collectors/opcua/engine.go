@@ -31,13 +31,13 @@ type Sink interface {
 // Defaults of the engine's options.
 const (
 	DefaultPollInterval = 5 * time.Second
-	DefaultBackoffMin = 500 * time.Millisecond
+	DefaultBackoffMin   = 500 * time.Millisecond
 	// The back-off cap defaults to five POLL_INTERVALs, kept within
 	// [5s, 60s]: after an outage readings resume within a few publishing
 	// intervals, while a server that stays away is not hammered.
-	minBackoffCap = 5 * time.Second
-	maxBackoffCap = 60 * time.Second
-	DefaultItemRetry    = 30 * time.Second
+	minBackoffCap    = 5 * time.Second
+	maxBackoffCap    = 60 * time.Second
+	DefaultItemRetry = 30 * time.Second
 	// DefaultBatch is the number of items per CreateMonitoredItems or Read
 	// request when the server states no limit (or a larger one): small
 	// enough that no request or response approaches a server's message size.
