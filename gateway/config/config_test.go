@@ -207,3 +207,40 @@ func TestHostnameID(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolConfigCanonical: comments and layout do not change the
+// collector file (so they do not recreate the container); values do.
+func TestProtocolConfigCanonical(t *testing.T) {
+	parse := func(section string) string {
+		t.Helper()
+		data := "version: 1\nmqtt: {broker: x}\ncollectors:\n  - name: a\n    image: fieldgate/collector-modbus:latest\n" + section
+		cfg, err := Parse("gw.yaml", []byte(data), WithStat(fakeStat), WithHostname(fakeHostname))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(cfg.Collectors[0].ProtocolConfig)
+	}
+	block := parse(`    modbus:
+      # the PLC
+      transport: tcp   # not rtu
+      tcp: {address: "10.0.0.7:502"}
+      devices:
+        - name: d
+          tags: [{name: t, table: coil, address: 0}]
+`)
+	flow := parse(`    modbus: {transport: tcp, tcp: {address: "10.0.0.7:502"},
+      devices: [{name: d, tags: [{name: t, table: coil, address: 0}]}]}
+`)
+	if block != flow {
+		t.Errorf("layout changed the collector file:\n%s\nvs\n%s", block, flow)
+	}
+	if strings.Contains(block, "#") {
+		t.Errorf("comments kept:\n%s", block)
+	}
+	changed := parse(`    modbus: {transport: tcp, tcp: {address: "10.0.0.8:502"},
+      devices: [{name: d, tags: [{name: t, table: coil, address: 0}]}]}
+`)
+	if changed == flow {
+		t.Error("a value change left the collector file unchanged")
+	}
+}

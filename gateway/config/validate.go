@@ -301,7 +301,7 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 		v.add(at(proto), "%s: %s: must be a mapping of the collector's settings", who, proto)
 		return
 	}
-	out, err := yaml.Marshal(val)
+	out, err := yaml.Marshal(canonical(val))
 	if err != nil {
 		v.add(at(proto), "%s: %s: %v", who, proto, err)
 		return
@@ -338,6 +338,24 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 			claim(host, configfile.Pos{Line: port.Line, Column: port.Column})
 		}
 	}
+}
+
+// canonical returns a copy of n without comments and with block-style
+// collections, so that the collector file (and the spec hash it is part of)
+// changes only when a value changes, not when a comment or the layout does.
+func canonical(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.HeadComment, c.LineComment, c.FootComment = "", "", ""
+	if c.Kind == yaml.MappingNode || c.Kind == yaml.SequenceNode {
+		c.Style = 0
+	}
+	if n.Content != nil {
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, child := range n.Content {
+			c.Content[i] = canonical(child)
+		}
+	}
+	return &c
 }
 
 // sectionBytes returns data with every line outside the value of key blanked
