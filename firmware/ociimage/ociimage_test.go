@@ -14,13 +14,13 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/platforms"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/containerd/platforms"
 
 	"fieldgate/firmware/ociimage"
 	"fieldgate/internal/testpeer"
@@ -70,7 +70,9 @@ type buildError struct {
 	out      string
 }
 
-func (e *buildError) Error() string { return "build hello for " + e.platform + ": " + e.err.Error() + "\n" + e.out }
+func (e *buildError) Error() string {
+	return "build hello for " + e.platform + ": " + e.err.Error() + "\n" + e.out
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
