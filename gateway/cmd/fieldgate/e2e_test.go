@@ -442,6 +442,10 @@ func TestEndToEnd(t *testing.T) {
 		if na.Pid != a.Pid || nb.Pid != b.Pid {
 			t.Errorf("pids changed: a %d->%d, b %d->%d", a.Pid, na.Pid, b.Pid, nb.Pid)
 		}
+		// started_at of an adopted task is the task's, not the adoption's.
+		if na.StartedAt == nil || a.StartedAt == nil || na.StartedAt.Sub(*a.StartedAt).Abs() > 2*time.Second {
+			t.Errorf("started_at %v, before the supervisor restart %v", na.StartedAt, a.StartedAt)
+		}
 	})
 
 	t.Run("SIGTERM leaves collectors running; --stop-collectors stops them", func(t *testing.T) {
