@@ -156,9 +156,31 @@ func decimalFloat32(f float32) float64 {
 	return v
 }
 
+// scaleFloat applies value = raw * scale + offset without adding binary
+// noise a subscriber would see: a decimal scale such as 0.1 is applied as a
+// division by its exact inverse (2301 * 0.1 = 230.10000000000002, but 2301 / 10
+// = 230.1), and a non-integer offset is followed by rounding to 15 significant
+// digits, the precision a float64 holds for any decimal.
 func scaleFloat(t *Tag, v float64) float64 {
 	if t.Scale != nil {
-		v *= *t.Scale
+		s := *t.Scale
+		if inv := 1 / s; s < 1 && inv == math.Trunc(inv) && !math.IsInf(inv, 0) {
+			v /= inv
+		} else {
+			v *= s
+		}
 	}
-	return v + t.Offset
+	if t.Offset == 0 {
+		return v
+	}
+	v += t.Offset
+	if t.Offset == math.Trunc(t.Offset) || math.IsNaN(v) || math.IsInf(v, 0) {
+		return v
+	}
+	var buf [32]byte
+	r, err := strconv.ParseFloat(string(strconv.AppendFloat(buf[:0], v, 'g', 15, 64)), 64)
+	if err != nil {
+		return v
+	}
+	return r
 }

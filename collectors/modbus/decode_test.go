@@ -372,3 +372,26 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestScaledValuesCarryNoBinaryNoise(t *testing.T) {
+	tests := []struct {
+		raw         float64
+		scale, offs float64
+		want        float64
+	}{
+		{2301, 0.1, 0, 230.1},
+		{123456, 0.01, 0, 1234.56},
+		{7, 0.001, 0, 0.007},
+		{3, 0.1, 0.2, 0.5},
+		{1, 1, 0.1, 1.1},
+		{5, 2.5, 0, 12.5},
+		{-2301, 0.1, -40, -270.1},
+	}
+	for _, tc := range tests {
+		s := tc.scale
+		tag := &Tag{Scale: &s, Offset: tc.offs}
+		if got := scaleFloat(tag, tc.raw); got != tc.want {
+			t.Errorf("%v * %v + %v = %v, want %v", tc.raw, tc.scale, tc.offs, got, tc.want)
+		}
+	}
+}

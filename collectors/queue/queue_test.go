@@ -250,7 +250,7 @@ func FuzzDecode(f *testing.F) {
 
 func BenchmarkAppend(b *testing.B) {
 	payload := make([]byte, 2000)
-	for _, sync := range []time.Duration{time.Second, 0} {
+	for _, sync := range []time.Duration{time.Second, SyncAlways} {
 		b.Run("sync="+sync.String(), func(b *testing.B) {
 			q := open(b, Config{Dir: b.TempDir(), Sync: sync})
 			defer q.Close()

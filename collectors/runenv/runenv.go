@@ -47,7 +47,7 @@ type Env struct {
 	// drop_oldest).
 	QueueMaxBytes int64         // QUEUE_MAX_BYTES: bytes, or with a unit: 64MiB, 1GiB, 500MB
 	QueueMaxAge   time.Duration // QUEUE_MAX_AGE: drop batches older than this; default none
-	QueueSync     time.Duration // QUEUE_SYNC: "always" (fsync every batch) or the longest wait for fsync, e.g. 1s
+	QueueSync     time.Duration // QUEUE_SYNC: "always" (fsync every batch, -1 here) or the longest wait for fsync, e.g. 1s
 	QueuePolicy   string        // QUEUE_POLICY: drop_oldest or reject_new
 }
 
@@ -106,7 +106,6 @@ func Load(getenv func(string) string, protocol string) (Env, error) {
 	if _, ok := levels[e.LogLevel]; !ok {
 		problems = append(problems, fmt.Sprintf("LOG_LEVEL: unknown level %q (valid: debug, info, warn, error)", e.LogLevel))
 	}
-	e.QueueSync = -1 // the queue's default
 	if v := getenv("QUEUE_MAX_BYTES"); v != "" {
 		n, err := ParseSize(v)
 		if err != nil || n <= 0 {
@@ -122,7 +121,7 @@ func Load(getenv func(string) string, protocol string) (Env, error) {
 		e.QueueMaxAge = d
 	}
 	if v := getenv("QUEUE_SYNC"); v == "always" {
-		e.QueueSync = 0
+		e.QueueSync = -1 // queue.SyncAlways
 	} else if v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {

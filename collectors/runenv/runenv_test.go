@@ -96,7 +96,7 @@ func TestQueueEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.QueueMaxBytes != 64<<20 || e.QueueMaxAge != 24*time.Hour || e.QueueSync != 0 || e.QueuePolicy != "reject_new" {
+	if e.QueueMaxBytes != 64<<20 || e.QueueMaxAge != 24*time.Hour || e.QueueSync != -1 || e.QueuePolicy != "reject_new" {
 		t.Errorf("queue env = %+v", e)
 	}
 	env = map[string]string{"QUEUE_SYNC": "sometimes", "QUEUE_POLICY": "drop_newest"}
@@ -105,7 +105,7 @@ func TestQueueEnv(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 	e, _ = Load(func(string) string { return "" }, "modbus")
-	if e.QueueSync != -1 {
-		t.Errorf("default QueueSync = %v, want -1 (queue default)", e.QueueSync)
+	if e.QueueSync != 0 {
+		t.Errorf("default QueueSync = %v, want 0 (the queue's default)", e.QueueSync)
 	}
 }
