@@ -18,6 +18,8 @@ FUZZ_TARGETS := \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
 	./collectors/modbus:FuzzParseConfig \
+	./collectors/modbus:FuzzTCPAnswer \
+	./collectors/modbus:FuzzRTUCheck \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream
 
