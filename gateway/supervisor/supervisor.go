@@ -452,7 +452,7 @@ func restartOnly(a, b *config.Config) []string {
 	// The collectors get the new values (their spec changes); the gateway's
 	// own MQTT status connection keeps the old ones until restart.
 	check("gateway.id (gateway status topic)", a.Gateway.ID, b.Gateway.ID)
-	check("mqtt (gateway status connection)", fmt.Sprint(a.MQTT), fmt.Sprint(b.MQTT))
+	check("mqtt (gateway status connection)", mqttString(a.MQTT), mqttString(b.MQTT))
 	check("runtime.address", a.Runtime.Address, b.Runtime.Address)
 	check("runtime.namespace", a.Runtime.Namespace, b.Runtime.Namespace)
 	check("runtime.images_dir", a.Runtime.ImagesDir, b.Runtime.ImagesDir)
@@ -460,10 +460,17 @@ func restartOnly(a, b *config.Config) []string {
 	return out
 }
 
+// mqttString is m's settings without their file positions.
+func mqttString(m config.MQTT) string {
+	m.Pos, m.TLS.Pos = config.MQTT{}.Pos, config.TLS{}.Pos
+	return fmt.Sprintf("%+v", m)
+}
+
 // apply reconciles the runtime with cfg: collectors no longer configured are
-// removed, changed ones (spec hash differs) recreated, new ones started, and
-// unchanged ones left alone (their restart policy updated). At start
-// (initial), unmanaged leftovers are removed and running tasks adopted.
+// removed (also containers labelled LabelManaged left from an earlier run),
+// changed ones (spec hash differs) recreated, new ones started (or adopted
+// when their task runs with the same spec), and unchanged ones left alone
+// (their restart policy updated).
 func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.Config, initial bool) error {
 	existing, err := s.rt.Containers(ctx)
 	if err != nil {

@@ -435,3 +435,22 @@ func specOf(s *Supervisor, name string) Spec {
 	defer s.mu.Unlock()
 	return s.workers[name].spec
 }
+
+func TestRestartOnly(t *testing.T) {
+	dir := t.TempDir()
+	a := load(t, writeConfig(t, dir, col{"a", "1s", "always"}))
+	// Same settings, different lines: nothing to warn about.
+	data := "# moved down\n\n" + mustRead(t, filepath.Join(dir, "gateway.yaml"))
+	if err := os.WriteFile(filepath.Join(dir, "gateway.yaml"), []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := load(t, filepath.Join(dir, "gateway.yaml"))
+	if got := restartOnly(a, b); len(got) != 0 {
+		t.Errorf("restartOnly = %v", got)
+	}
+	b.MQTT.Broker = "tcp://other:1883"
+	b.Gateway.Listen = "127.0.0.1:1"
+	if got := restartOnly(a, b); len(got) != 2 {
+		t.Errorf("restartOnly = %v", got)
+	}
+}
