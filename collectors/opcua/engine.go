@@ -314,13 +314,15 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	secured := ep.SecurityPolicyURI != ua.SecurityPolicyURINone
-	if secured {
+	authType := e.cfg.Auth.kind()
+	// The server certificate is checked whenever something is encrypted
+	// with it: the channel, or a password sent over a channel without
+	// security.
+	if ep.SecurityPolicyURI != ua.SecurityPolicyURINone || encryptsToken(ep, authType) {
 		if err := e.trust.check(ep.ServerCertificate); err != nil {
 			return nil, err
 		}
 	}
-	authType := e.cfg.Auth.kind()
 	if !offersToken(ep, authType) {
 		return nil, fmt.Errorf("endpoint %s/%s does not accept %s user tokens (accepts: %s)",
 			policyName(ep.SecurityPolicyURI), secModeName(ep.SecurityMode), tokenName(authType), tokenNames(ep))
@@ -360,6 +362,20 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 	e.log.Info("opcua session up", "endpoint", e.cfg.Endpoint, "policy", policyName(ep.SecurityPolicyURI),
 		"mode", secModeName(ep.SecurityMode), "auth", tokenName(authType))
 	return c, nil
+}
+
+// encryptsToken reports whether a user token of type t is encrypted with the
+// server's certificate on this endpoint (a token policy of its own).
+func encryptsToken(ep *ua.EndpointDescription, t ua.UserTokenType) bool {
+	if t != ua.UserTokenTypeUserName {
+		return false
+	}
+	for _, p := range ep.UserIdentityTokens {
+		if p.TokenType == t && p.SecurityPolicyURI != "" && p.SecurityPolicyURI != ua.SecurityPolicyURINone {
+			return true
+		}
+	}
+	return false
 }
 
 func offersToken(ep *ua.EndpointDescription, t ua.UserTokenType) bool {

@@ -313,6 +313,9 @@ func BenchmarkBinary10k(b *testing.B) {
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"MQTT_BROKER=" + broker, "GATEWAY_ID=gw1", "POLL_INTERVAL=1s",
 		"COLLECTOR_CONFIG=" + cfgPath, "DATA_DIR=" + filepath.Join(dir, "data"), "LOG_LEVEL=warn"}
+	if v := os.Getenv("GOGC"); v != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+v) // to compare GC settings
+	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
