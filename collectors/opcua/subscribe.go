@@ -80,6 +80,13 @@ func (e *Engine) runSubscribe(ctx context.Context, c *opcua.Client, lim limits) 
 		}
 	}
 	s.afterCreate(ctx, bad)
+	// Creating many items takes a while; the keep-alive watch starts now.
+	now := time.Now()
+	s.mu.Lock()
+	for _, sub := range s.subs {
+		sub.lastSeen = now
+	}
+	s.mu.Unlock()
 
 	// Enough Publish requests in flight that every subscription can answer
 	// in the same cycle without waiting for a round trip.
