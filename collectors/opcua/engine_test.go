@@ -364,6 +364,24 @@ func TestSecure(t *testing.T) {
 		})
 	})
 
+	t.Run("user certificate", func(t *testing.T) {
+		dir := t.TempDir()
+		if _, err := ownCertificate(nil, dir, "urn:fieldgate:test-user"); err != nil {
+			t.Fatal(err)
+		}
+		sink, _ := runEngine(t, Config{
+			Endpoint: srv.Endpoint,
+			Security: &Security{Policy: PolicyBasic256Sha256, Mode: SecModeSignAndEncrypt},
+			TrustDir: trusted(),
+			Auth:     &Auth{CertFile: filepath.Join(dir, "cert.der"), KeyFile: filepath.Join(dir, "private", "key.pem")},
+			Nodes:    knownNodes()[:1],
+		})
+		testpeer.WaitFor(t, waitLong, "a good temperature with an X.509 user token", func() bool {
+			_, ok := sink.lastGood(0, "boiler1", "temperature")
+			return ok
+		})
+	})
+
 	t.Run("wrong password", func(t *testing.T) {
 		sink, _ := runEngine(t, Config{
 			Endpoint: srv.Endpoint,

@@ -83,6 +83,13 @@ async function main() {
     automaticallyAcceptUnknownCertificate: true,
   });
   await serverCertificateManager.initialize();
+  // X.509 user tokens: any user certificate is accepted (tests check the
+  // client's token handling, not the server's user database).
+  const userCertificateManager = new OPCUACertificateManager({
+    rootFolder: path.join(pki, "user"),
+    automaticallyAcceptUnknownCertificate: true,
+  });
+  await userCertificateManager.initialize();
 
   const securityPolicies = opt.secure
     ? [SecurityPolicy.Basic256Sha256]
@@ -96,6 +103,7 @@ async function main() {
     hostname: "127.0.0.1",
     resourcePath: "",
     serverCertificateManager,
+    userCertificateManager,
     securityPolicies,
     securityModes,
     allowAnonymous: !opt.secure,
