@@ -473,8 +473,8 @@ func asStatus(err error, s *ua.StatusCode) bool {
 	return err != nil && errors.As(err, s)
 }
 
-// groupByDevice turns readings keyed by tag into one batch per device, in
-// configuration order.
+// flush publishes the readings gathered per device as one batch per device,
+// in configuration order.
 func (e *Engine) flush(ctx context.Context, ts time.Time, got map[string][]reading.Reading) {
 	for _, d := range e.devices {
 		rs := got[d]
