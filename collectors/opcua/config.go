@@ -4,6 +4,26 @@
 //
 // The configuration is the `opcua:` section of gateway.yaml (DESIGN.md); see
 // Config for every key and its default.
+//
+// Subscribe mode (default) creates monitored items (sampling interval
+// POLL_INTERVAL, optional deadband) in requests bounded by the server's
+// MaxMonitoredItemsPerCall, spread over subscriptions of at most 1000 items
+// that keep whole devices together, and publishes one batch per device per
+// publishing cycle. Poll mode reads every POLL_INTERVAL in requests bounded
+// by MaxNodesPerRead.
+//
+// Security: without a `security` section the most secure SignAndEncrypt
+// endpoint among the supported policies is used; None only when written.
+// The client certificate is generated once into DATA_DIR/pki/own unless
+// configured; server certificates must be in the trust directory
+// (DATA_DIR/pki/trusted), and an untrusted one is saved into
+// DATA_DIR/pki/rejected with an error saying which and where to move it.
+//
+// Recovery: a lost connection, session or subscription (no response, not
+// even a keep-alive, within the keep-alive period) ends the session; every
+// tag is then reported bad with the reason, and the engine reconnects with
+// capped exponential back-off and recreates every monitored item. Items the
+// server rejects are reported bad alone and retried every 30 s.
 package opcua
 
 import (
