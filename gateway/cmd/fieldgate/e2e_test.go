@@ -446,6 +446,17 @@ func TestEndToEnd(t *testing.T) {
 		if na.StartedAt == nil || a.StartedAt == nil || na.StartedAt.Sub(*a.StartedAt).Abs() > 2*time.Second {
 			t.Errorf("started_at %v, before the supervisor restart %v", na.StartedAt, a.StartedAt)
 		}
+		// An adopted task is supervised like one the supervisor started.
+		if err := syscall.Kill(int(b.Pid), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		old := b.Pid
+		_, b = e.waitRunning("adopted b restarted", func(na, nb supervisor.CollectorStatus) bool {
+			return nb.Restarts == 1 && nb.Pid != old
+		})
+		if na := e.collector("a"); na.Pid != a.Pid {
+			t.Errorf("a touched: %d -> %d", a.Pid, na.Pid)
+		}
 	})
 
 	t.Run("SIGTERM leaves collectors running; --stop-collectors stops them", func(t *testing.T) {
