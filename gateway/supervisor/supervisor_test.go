@@ -376,14 +376,15 @@ func TestHotReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "reload rejected", func() bool { return r.sup.Status().ReloadsFailed == 1 })
+	waitFor(t, "reload rejected", func() bool { return r.sup.Status().ReloadsFailed >= 1 })
 	st := r.sup.Status()
 	if !strings.Contains(st.LastReloadError, "gateway.yaml:") || !strings.Contains(st.LastReloadError, `unknown restart policy "sometimes"`) {
 		t.Errorf("last_reload_error = %q", st.LastReloadError)
 	}
 	// SIGHUP on the same bad file: rejected again, still nothing touched.
+	failed := st.ReloadsFailed
 	r.sup.Reload()
-	waitFor(t, "reload rejected twice", func() bool { return r.sup.Status().ReloadsFailed == 2 })
+	waitFor(t, "reload rejected again", func() bool { return r.sup.Status().ReloadsFailed == failed+1 })
 	if got := rt.eventList(); len(got) != events {
 		t.Errorf("invalid config changed something: %v", got[events:])
 	}
