@@ -43,7 +43,7 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 		rctx, cancel := context.WithTimeout(ctx, timeout)
 		res, err := c.Read(rctx, &ua.ReadRequest{
 			NodesToRead:        nodes[start:end],
-			TimestampsToReturn: ua.TimestampsToReturnBoth,
+			TimestampsToReturn: ua.TimestampsToReturnSource, // the server timestamp is not used when the source one is given
 		})
 		cancel()
 		if ctx.Err() != nil {

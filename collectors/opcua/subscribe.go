@@ -193,7 +193,7 @@ func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag,
 		}
 		req := &ua.CreateMonitoredItemsRequest{
 			SubscriptionID:     sub.id,
-			TimestampsToReturn: ua.TimestampsToReturnBoth,
+			TimestampsToReturn: ua.TimestampsToReturnSource, // the server timestamp is not used when the source one is given
 			ItemsToCreate:      items,
 		}
 		var res *ua.CreateMonitoredItemsResponse

@@ -278,7 +278,8 @@ func procMiB(pid int, field string) float64 {
 }
 
 // BenchmarkBinary10k runs the built collector — engine and MQTT publisher,
-// as deployed — on 10,000 monitored items (100 devices × 100 tags) at
+// as deployed — on 10,000 monitored items (100 devices × 100 tags, and
+// 10 × 1000: one MQTT message per device per second) at
 // POLL_INTERVAL=1s against devsim opcua (in the test process, every value
 // changing every second) and mosquitto, and reports the collector process's
 // CPU share of one core and its RSS. One op is 10,000 readings arriving on
@@ -286,6 +287,12 @@ func procMiB(pid int, field string) float64 {
 //
 //	go test -run '^$' -bench Binary10k -benchtime 30x ./collectors/cmd/opcua-collector/
 func BenchmarkBinary10k(b *testing.B) {
+	for _, devices := range []int{100, 10} {
+		b.Run(fmt.Sprintf("devices=%d", devices), func(b *testing.B) { benchBinary(b, devices) })
+	}
+}
+
+func benchBinary(b *testing.B, devices int) {
 	const n = 10000
 	testpeer.Require(b, "mosquitto")
 	bin := buildBinary(b)
@@ -303,7 +310,7 @@ func BenchmarkBinary10k(b *testing.B) {
 	var cfg strings.Builder
 	cfg.WriteString("endpoint: " + sim.Endpoint() + "\nsecurity: {policy: None, mode: None}\nnodes:\n")
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&cfg, "  - {device: dev%02d, name: v%d, node_id: \"ns=1;s=Bulk.%d\"}\n", i%100, i, i)
+		fmt.Fprintf(&cfg, "  - {device: dev%02d, name: v%d, node_id: \"ns=1;s=Bulk.%d\"}\n", i%devices, i, i)
 	}
 	cfgPath := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
