@@ -12,6 +12,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -526,6 +527,15 @@ func TestAdoptionBySecondRuntime(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The log driver belongs to the task's shim, not to this process (the
+	// supervisor): it outlives a supervisor restart.
+	drv := logDriverPid(t, spec.LogPath)
+	if ppid := parentPid(t, drv); ppid == os.Getpid() {
+		t.Errorf("log driver %d is a child of the supervisor", drv)
+	} else if comm := readFile(fmt.Sprintf("/proc/%d/comm", ppid)); !strings.HasPrefix(comm, "containerd-shim") {
+		t.Errorf("log driver's parent %d is %q, want the containerd shim", ppid, comm)
+	}
+
 	rt2 := newRuntime(t, peer)
 	list, err := rt2.List(ctx)
 	if err != nil {
@@ -652,5 +662,64 @@ func TestParseDeviceAndNormalizeName(t *testing.T) {
 		if got, err := fgrt.NormalizeName(in); err != nil || got != want {
 			t.Errorf("NormalizeName(%q) = %q, %v; want %q", in, got, err, want)
 		}
+	}
+}
+
+// logDriverPid finds the log driver process writing logPath.
+func logDriverPid(t *testing.T, logPath string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		args := strings.Split(readFile(p), "\x00")
+		if len(args) < 2 {
+			continue // kernel thread, or exited meanwhile
+		}
+		if fgrt.IsLogDriver(args[1:len(args)-1]) && slices.Contains(args, logPath) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	t.Fatalf("no log driver process for %s", logPath)
+	return 0
+}
+
+func parentPid(t *testing.T, pid int) int {
+	t.Helper()
+	for _, line := range strings.Split(readFile(fmt.Sprintf("/proc/%d/status", pid)), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	t.Fatalf("no PPid for pid %d", pid)
+	return 0
+}
+
+// TestUnwritableLogDoesNotBlockTask: when the log file cannot be opened, the
+// driver still drains the task's output, so a chatty collector (more than a
+// pipe buffer of output) keeps running.
+func TestUnwritableLogDoesNotBlockTask(t *testing.T) {
+	_, rt := setup(t)
+	ctx := context.Background()
+	spec, data := probeSpec(t, "probe-nolog", "PROBE_LOG_LINES=4000")
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec.LogPath = filepath.Join(notDir, "probe.log") // a path below a file
+	if _, err := rt.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Start(ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitFile(t, filepath.Join(data, "log-lines-done")); got != "ok" {
+		t.Errorf("log-lines-done: %q", got)
+	}
+	if info, err := rt.Load(ctx, spec.ID); err != nil || info.Status != fgrt.StatusRunning {
+		t.Errorf("after 4000 lines without a log file: %+v, %v", info, err)
+	}
+	if err := rt.Stop(ctx, spec.ID, 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,7 +6,7 @@
 //	device.txt       the first line read from $PROBE_DEVICE ("pong\n" is written back),
 //	                 or the hex of 4 bytes when PROBE_DEVICE_READ=bytes
 //
-// PROBE_LOG_LINES=N prints N numbered lines; PROBE_IGNORE_TERM=1 ignores
+// PROBE_LOG_LINES=N prints N numbered lines, then creates log-lines-done; PROBE_IGNORE_TERM=1 ignores
 // SIGTERM (as PID 1 without a handler does); PROBE_EXIT=N exits with code N
 // after reporting. Otherwise it runs until SIGTERM and prints "probe stopping".
 package main
@@ -68,6 +68,7 @@ func main() {
 			fmt.Printf("log line %06d ..........................................\n", i)
 		}
 		fmt.Println("log lines done")
+		_ = writeAtomic(filepath.Join(data, "log-lines-done"), []byte("ok"))
 	}
 
 	if dev := os.Getenv("PROBE_DEVICE"); dev != "" {
