@@ -91,7 +91,7 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	}
 	mounts := []Mount{
 		{Source: filepath.Join(dir, "collector.yaml"), Destination: ContainerConfigPath, ReadOnly: true},
-		{Source: filepath.Join(dir, "data"), Destination: ContainerDataDir},
+		{Source: dir, Destination: ContainerDataDir},
 	}
 	if cfg.MQTT.Username != "" {
 		env["MQTT_USERNAME"] = cfg.MQTT.Username
@@ -126,7 +126,7 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 		Env:        envList,
 		ConfigFile: filepath.Join(dir, "collector.yaml"),
 		Config:     c.ProtocolConfig,
-		DataDir:    filepath.Join(dir, "data"),
+		DataDir:    dir,
 		LogPath:    LogPath(cfg, c.Name),
 		Mounts:     mounts,
 		Devices:    c.ParsedDevices(),
