@@ -21,7 +21,8 @@ FUZZ_TARGETS := \
 	./collectors/modbus:FuzzTCPAnswer \
 	./collectors/modbus:FuzzRTUCheck \
 	./devices/devsim:FuzzPDU \
-	./devices/devsim:FuzzRTUStream
+	./devices/devsim:FuzzRTUStream \
+	./gateway/config:FuzzParse
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean
 
