@@ -45,7 +45,7 @@ func TestRuntimeSpec(t *testing.T) {
 	}
 	for ctr, host := range map[string]string{
 		"/etc/fieldgate/collector.yaml": "/var/lib/fieldgate/collectors/m1/collector.yaml",
-		"/var/lib/fieldgate":            "/var/lib/fieldgate/collectors/m1/data",
+		"/var/lib/fieldgate":            "/var/lib/fieldgate/collectors/m1",
 		"/etc/fieldgate/mqtt/password":  "/etc/fieldgate/mqtt.pass",
 	} {
 		if mounts[ctr] != host {
