@@ -180,6 +180,9 @@ func (r *Runtime) unpack(ctx context.Context, name string) error {
 		return fmt.Errorf("image %q: %w", name, err)
 	}
 	ok, err := img.IsUnpacked(ctx, r.snapshotter)
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("image %q has no variant for this host's platform %s: %w", name, platforms.DefaultString(), err)
+	}
 	if err != nil {
 		return fmt.Errorf("image %q for %s: %w", name, platforms.DefaultString(), err)
 	}

@@ -1,10 +1,13 @@
 package runtime_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -21,6 +24,10 @@ import (
 
 	"github.com/containerd/containerd"
 	"github.com/containerd/containerd/cio"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"fieldgate/firmware/ociimage"
 	"fieldgate/internal/testpeer"
@@ -722,4 +729,86 @@ func TestUnwritableLogDoesNotBlockTask(t *testing.T) {
 	if err := rt.Stop(ctx, spec.ID, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestImportDockerTarballAndForeignPlatform: a Docker-style single-image
+// tarball (as `docker save` or go-containerregistry's tarball write) imports
+// under its normalised name; an archive without this host's platform is an
+// error naming the archive and the platform.
+func TestImportDockerTarballAndForeignPlatform(t *testing.T) {
+	peer := testpeer.Containerd(t)
+	rt := newRuntime(t, peer)
+	ctx := context.Background()
+	bin := filepath.Join(filepath.Dir(probeImagesDir(t)), "bin", "probe")
+
+	dir := t.TempDir()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			return nil, err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: "probe", Mode: 0o755, Size: int64(len(data))}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return nil, err
+		}
+		if err := tw.Close(); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(&buf), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", goruntime.GOARCH
+	cf.Config.Entrypoint = []string{"/probe"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag("fieldgate/docker-style:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(filepath.Join(dir, "docker-style.tar"), tag, img); err != nil {
+		t.Fatal(err)
+	}
+	res, err := rt.ImportDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || len(res[0].Images) != 1 || res[0].Images[0].Name != "docker.io/fieldgate/docker-style:1" {
+		t.Fatalf("docker-style import: %+v", res)
+	}
+	if _, err := rt.Image(ctx, "fieldgate/docker-style:1"); err != nil {
+		t.Error(err)
+	}
+
+	foreign := "linux/arm64"
+	if goruntime.GOARCH == "arm64" {
+		foreign = "linux/amd64"
+	}
+	fdir := t.TempDir()
+	// The binary's own architecture does not matter: it is never run.
+	if _, err := ociimage.Build(ociimage.Config{
+		Name: "fieldgate/foreign", Tags: []string{"1"}, Binaries: map[string]string{foreign: bin},
+	}, filepath.Join(fdir, "foreign.tar")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = rt.ImportDir(ctx, fdir)
+	if err == nil || !strings.Contains(err.Error(), "foreign.tar") || !strings.Contains(err.Error(), "linux/"+goruntime.GOARCH) {
+		t.Errorf("archive without this platform: %v", err)
+	}
+	t.Logf("archive without this platform: %v", err)
 }
