@@ -74,10 +74,7 @@ func probeImagesDir(t testing.TB) string {
 			probeErr = fmt.Errorf("build probe: %v\n%s", err, out)
 			return
 		}
-		platform := "linux/" + goruntime.GOARCH
-		if goruntime.GOARCH == "arm" {
-			platform = "linux/arm/v7"
-		}
+		platform := hostPlatform()
 		imgDir := filepath.Join(probeDir, "images")
 		if probeErr = os.MkdirAll(imgDir, 0o755); probeErr != nil {
 			return
@@ -91,6 +88,14 @@ func probeImagesDir(t testing.TB) string {
 		t.Fatal(probeErr)
 	}
 	return filepath.Join(probeDir, "images")
+}
+
+// hostPlatform is this host's platform as ociimage names it.
+func hostPlatform() string {
+	if goruntime.GOARCH == "arm" {
+		return "linux/arm/v7"
+	}
+	return "linux/" + goruntime.GOARCH
 }
 
 type tlogWriter struct{ t testing.TB }
@@ -220,6 +225,26 @@ func TestImportDirSkipsByDigestAndNamesAbsentImages(t *testing.T) {
 	_, err = rt.Image(ctx, "fieldgate/collector-absent:2.0")
 	if !errors.Is(err, fgrt.ErrImageNotFound) || !strings.Contains(err.Error(), `"fieldgate/collector-absent:2.0"`) {
 		t.Errorf("absent image: %v", err)
+	}
+
+	// A new build under the same names (an upgrade) is imported and moves them.
+	bin := filepath.Join(filepath.Dir(probeImagesDir(t)), "bin", "probe")
+	newer, err := ociimage.Build(ociimage.Config{
+		Name: "fieldgate/test-probe", Tags: []string{"0.1", "latest"},
+		Binaries: map[string]string{hostPlatform(): bin}, Created: time.Unix(1e9, 0),
+	}, filepath.Join(dir, "probe.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := rt.ImportDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(third) != 1 || third[0].Skipped {
+		t.Fatalf("import of a new build skipped: %+v", third)
+	}
+	if img, err := rt.Image(ctx, "fieldgate/test-probe:latest"); err != nil || img.Digest != newer.IndexDigest || img.Digest == first[0].Images[0].Digest {
+		t.Errorf("after upgrade: %+v, %v; want digest %s", img, err, newer.IndexDigest)
 	}
 
 	// A broken archive is an error naming it; the good one still counts.
