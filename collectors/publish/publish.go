@@ -323,6 +323,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 	defer p.close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.queue.RunSync(gctx) })
+	g.Go(func() error { return p.statusLoop(gctx) })
 	if err := p.connect(ctx); err != nil {
 		return g.Wait() // ctx cancelled before the first connection
 	}
@@ -330,7 +331,6 @@ func (p *Publisher) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	g.Go(func() error { return p.send(gctx, window, stopping) })
 	g.Go(func() error { return p.ack(window, stopping) })
-	g.Go(func() error { return p.statusLoop(gctx) })
 	err := g.Wait()
 	tok := p.client.Publish(p.statusTopic, 1, true, p.statusPayload("offline", time.Now(), nil))
 	tok.WaitTimeout(time.Second)
@@ -340,6 +340,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 
 // close flushes the queue and marks the seq counter cleanly stopped.
 func (p *Publisher) close() {
+	p.writeStatusFile("offline")
 	if err := p.queue.Close(); err != nil {
 		p.log.Error("outbound queue close failed", "err", err)
 	}
@@ -451,11 +452,15 @@ func (p *Publisher) ack(window <-chan inflight, stopping <-chan struct{}) error 
 }
 
 func (p *Publisher) statusLoop(ctx context.Context) error {
-	// Status changes are coalesced: at most one status message a second.
+	// Status changes are coalesced: at most one status message a second. The
+	// status file is rewritten every second whether or not the broker is
+	// reachable: it is how the supervisor (and an engineer on the box) sees
+	// a broker that refuses us.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	due := true
 	for {
+		p.writeStatusFile("online")
 		select {
 		case <-ctx.Done():
 			return nil
@@ -467,13 +472,59 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 			continue
 		}
 		due = false
-		p.mu.Lock()
-		devices := make(map[string]string, len(p.devices))
-		for k, v := range p.devices {
-			devices[k] = v
-		}
-		p.mu.Unlock()
-		p.client.Publish(p.statusTopic, 1, true, p.statusPayload("online", time.Now(), devices))
+		p.client.Publish(p.statusTopic, 1, true, p.statusPayload("online", time.Now(), p.deviceStates()))
+	}
+}
+
+func (p *Publisher) deviceStates() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	devices := make(map[string]string, len(p.devices))
+	for k, v := range p.devices {
+		devices[k] = v
+	}
+	return devices
+}
+
+// StatusFile is the name of the status file in DATA_DIR.
+const StatusFile = "status.json"
+
+// FileStatus is the content of DATA_DIR/status.json: the retained status
+// plus the MQTT connection, which the broker cannot be told about.
+type FileStatus struct {
+	Status
+	MQTT MQTTStatus `json:"mqtt"`
+}
+
+// MQTTStatus is the publisher's connection as seen from the collector.
+type MQTTStatus struct {
+	Broker    string `json:"broker"`
+	Connected bool   `json:"connected"`
+	LastError string `json:"last_error,omitempty"`
+	Published uint64 `json:"published"`
+}
+
+// writeStatusFile replaces DATA_DIR/status.json atomically.
+func (p *Publisher) writeStatusFile(state string) {
+	st := p.Stats()
+	q := p.queue.Stats()
+	fs := FileStatus{
+		Status: Status{State: state, TS: time.Now().UnixMilli(), Version: p.cfg.Version, Devices: p.deviceStates(),
+			Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}},
+		MQTT: MQTTStatus{Broker: p.cfg.Broker, Connected: st.Connected, LastError: st.LastError, Published: st.Published},
+	}
+	b, err := json.Marshal(fs)
+	if err != nil {
+		return
+	}
+	path := filepath.Join(p.cfg.DataDir, StatusFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		p.log.Warn("status file not written", "path", path, "err", err)
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		p.log.Warn("status file not written", "path", path, "err", err)
 	}
 }
 

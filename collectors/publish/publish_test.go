@@ -191,13 +191,26 @@ func TestBadCredentialsReportedAndQueued(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("wrong\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := start(t, Config{Broker: broker, Username: "gw", PasswordFile: pw, GatewayID: "gw1", CollectorName: "c", DataDir: t.TempDir()})
+	dir := t.TempDir()
+	p := start(t, Config{Broker: broker, Username: "gw", PasswordFile: pw, GatewayID: "gw1", CollectorName: "c", DataDir: dir})
 	_ = p.Publish(context.Background(), batch("d", 1))
 	testpeer.WaitFor(t, 10*time.Second, "auth error", func() bool {
 		return strings.Contains(strings.ToLower(p.Stats().LastError), "not authorized")
 	})
 	if st := p.Stats(); st.Pending != 1 || st.Connected {
 		t.Errorf("stats %+v", st)
+	}
+	// The status file tells the supervisor what the broker cannot be told.
+	var fs FileStatus
+	testpeer.WaitFor(t, 10*time.Second, "status file with the auth error", func() bool {
+		raw, err := os.ReadFile(filepath.Join(dir, StatusFile))
+		if err != nil || json.Unmarshal(raw, &fs) != nil {
+			return false
+		}
+		return strings.Contains(strings.ToLower(fs.MQTT.LastError), "not authorized")
+	})
+	if fs.MQTT.Connected || fs.Queue == nil || fs.Queue.Pending != 1 || fs.State != "online" {
+		t.Errorf("status file %+v", fs)
 	}
 }
 

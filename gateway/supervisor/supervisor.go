@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,22 +87,26 @@ const (
 
 // CollectorStatus is the supervisor's view of one collector.
 type CollectorStatus struct {
-	Name         string     `json:"name"`
-	Image        string     `json:"image"`
-	ImageDigest  string     `json:"image_digest"`
-	State        string     `json:"state"`
-	Restarts     int        `json:"restarts"`
-	LastExit     *Exit      `json:"last_exit"`
-	StartedAt    *time.Time `json:"started_at"`
-	Pid          uint32     `json:"pid"`
-	SpecHash     string     `json:"spec_hash"`
-	LastError    string     `json:"last_error"`
-	RestartAt    *time.Time `json:"restart_at,omitempty"`
-	Restart      string     `json:"restart_policy"`
-	Adopted      bool       `json:"adopted"`
-	Recreations  int        `json:"-"`
-	consecutive  int        // restarts since the last healthy run (back-off exponent)
-	fastFailures int        // exits in a row within CrashLoopWindow of their start
+	Name        string     `json:"name"`
+	Image       string     `json:"image"`
+	ImageDigest string     `json:"image_digest"`
+	State       string     `json:"state"`
+	Restarts    int        `json:"restarts"`
+	LastExit    *Exit      `json:"last_exit"`
+	StartedAt   *time.Time `json:"started_at"`
+	Pid         uint32     `json:"pid"`
+	SpecHash    string     `json:"spec_hash"`
+	LastError   string     `json:"last_error"`
+	RestartAt   *time.Time `json:"restart_at,omitempty"`
+	Restart     string     `json:"restart_policy"`
+	Adopted     bool       `json:"adopted"`
+	// Report is the collector's own DATA_DIR/status.json (state, MQTT
+	// connection and last error, queue, devices): how a broker that refuses
+	// the collector shows up here.
+	Report       json.RawMessage `json:"collector_status,omitempty"`
+	Recreations  int             `json:"-"`
+	consecutive  int             // restarts since the last healthy run (back-off exponent)
+	fastFailures int             // exits in a row within CrashLoopWindow of their start
 }
 
 // Status is a snapshot of the supervisor.
@@ -291,8 +296,19 @@ func (s *Supervisor) Status() Status {
 		st.Collectors = append(st.Collectors, c)
 	}
 	sort.Slice(st.Collectors, func(i, j int) bool { return st.Collectors[i].Name < st.Collectors[j].Name })
+	for i := range st.Collectors {
+		raw, err := os.ReadFile(filepath.Join(s.cfg.CollectorDir(st.Collectors[i].Name), collectorStatusFile))
+		if err == nil && json.Valid(raw) {
+			st.Collectors[i].Report = json.RawMessage(bytes.TrimSpace(raw))
+		}
+	}
 	return st
 }
+
+// collectorStatusFile is what the collector's publisher writes in its
+// DATA_DIR (publish.StatusFile; not imported, to keep the supervisor free of
+// the collectors' MQTT stack).
+const collectorStatusFile = "status.json"
 
 // Config returns the config in effect.
 func (s *Supervisor) Config() *config.Config {

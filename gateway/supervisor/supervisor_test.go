@@ -455,3 +455,23 @@ func TestRestartOnly(t *testing.T) {
 		t.Errorf("restartOnly = %v", got)
 	}
 }
+
+func TestStatusCarriesCollectorReport(t *testing.T) {
+	dir := t.TempDir()
+	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always"}))
+	r := start(t, cfg, newFakeRuntime())
+	waitFor(t, "a running", stateIs(r.sup, "a", StateRunning))
+	report := `{"state":"online","mqtt":{"connected":false,"last_error":"not Authorized"}}`
+	if err := os.WriteFile(filepath.Join(specOf(r.sup, "a").DataDir, collectorStatusFile), []byte(report+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := r.sup.Status()
+	if len(st.Collectors) != 1 || string(st.Collectors[0].Report) != report {
+		t.Fatalf("status = %+v", st.Collectors)
+	}
+	// A torn or foreign file is left out rather than breaking /status.
+	_ = os.WriteFile(filepath.Join(specOf(r.sup, "a").DataDir, collectorStatusFile), []byte(`{"state":`), 0o644)
+	if rep := r.sup.Status().Collectors[0].Report; rep != nil {
+		t.Errorf("invalid report passed through: %s", rep)
+	}
+}

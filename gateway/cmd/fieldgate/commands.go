@@ -283,7 +283,7 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
 		fmt.Fprintf(w, "last reload rejected:\n  %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "\n  "))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tUP\tLAST EXIT\tIMAGE\tDIGEST\tERROR")
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tRESTARTS\tUP\tLAST EXIT\tMQTT\tQUEUED\tIMAGE\tDIGEST\tERROR")
 	for _, c := range st.Collectors {
 		up, exit, pid, digest := "-", "-", "-", "-"
 		if c.StartedAt != nil && c.State == supervisor.StateRunning {
@@ -302,7 +302,44 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
 		if errMsg == "" {
 			errMsg = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.State, pid, c.Restarts, up, exit, c.Image, digest, errMsg)
+		mqtt, queued := reportColumns(c.Report)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.State, pid, c.Restarts, up, exit, mqtt, queued, c.Image, digest, errMsg)
 	}
 	tw.Flush()
+}
+
+// reportColumns summarises a collector's own status report: its MQTT
+// connection ("ok" or the broker's reason) and the batches it has queued
+// (with drops, if any).
+func reportColumns(raw json.RawMessage) (mqtt, queued string) {
+	var r struct {
+		MQTT struct {
+			Connected bool   `json:"connected"`
+			LastError string `json:"last_error"`
+		} `json:"mqtt"`
+		Queue *struct {
+			Pending  int    `json:"pending"`
+			Dropped  uint64 `json:"dropped"`
+			Rejected uint64 `json:"rejected"`
+		} `json:"queue"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &r) != nil {
+		return "-", "-"
+	}
+	switch {
+	case r.MQTT.Connected:
+		mqtt = "ok"
+	case r.MQTT.LastError != "":
+		mqtt = "error: " + r.MQTT.LastError
+	default:
+		mqtt = "connecting"
+	}
+	queued = "-"
+	if r.Queue != nil {
+		queued = fmt.Sprint(r.Queue.Pending)
+		if lost := r.Queue.Dropped + r.Queue.Rejected; lost > 0 {
+			queued += fmt.Sprintf(" (%d lost)", lost)
+		}
+	}
+	return mqtt, queued
 }

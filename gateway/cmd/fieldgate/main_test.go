@@ -94,7 +94,8 @@ func TestStatusTable(t *testing.T) {
 		GatewayID: "gw1", Version: "v1", LastReloadError: "gw.yaml:3: bad",
 		Collectors: []supervisor.CollectorStatus{
 			{Name: "modbus-line3", Image: "fieldgate/collector-modbus:latest", ImageDigest: "sha256:0123456789abcdef",
-				State: "running", Pid: 4242, Restarts: 2, StartedAt: &at, LastExit: &supervisor.Exit{Code: 137, At: at}},
+				State: "running", Pid: 4242, Restarts: 2, StartedAt: &at, LastExit: &supervisor.Exit{Code: 137, At: at},
+				Report: []byte(`{"mqtt":{"connected":false,"last_error":"not Authorized"},"queue":{"pending":17,"dropped":3}}`)},
 			{Name: "opcua-boiler", State: "crashloop", LastError: "image not found"},
 		}}}))
 	defer srv.Close()
@@ -104,7 +105,8 @@ func TestStatusTable(t *testing.T) {
 		t.Fatalf("status: %v %s", err, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"gateway gw1", "gw.yaml:3: bad", "NAME", "modbus-line3", "running", "4242", "137", "0123456789ab", "opcua-boiler", "crashloop", "image not found"} {
+	for _, want := range []string{"gateway gw1", "gw.yaml:3: bad", "NAME", "modbus-line3", "running", "4242", "137", "0123456789ab", "opcua-boiler", "crashloop", "image not found",
+		"error: not Authorized", "17 (3 lost)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}
