@@ -37,8 +37,11 @@ const (
 	DefaultSync     = time.Second
 	DefaultLiveAge  = 3 * time.Second
 	segmentSize     = 4 << 20
-	// truncateEvery bounds how often acknowledged records are cut from the
-	// log's front: tidwall/wal rewrites the front segment's remainder.
+	// Acknowledged records are cut from the log's front when the queue is
+	// empty (cheap: tidwall/wal then starts an empty segment), at most every
+	// truncateEvery, or once a segment's worth is acknowledged during a
+	// backlog (cutting mid-segment rewrites the segment's remainder, so it is
+	// amortised over that much data).
 	truncateEvery = 5 * time.Second
 )
 
@@ -117,6 +120,7 @@ type Queue struct {
 	stats    Stats
 	ackFile  *os.File
 	lastCut  time.Time
+	uncut    int64 // bytes acknowledged since the last cut
 	wake     chan struct{}
 	lastSync time.Time
 	dirty    bool
@@ -406,6 +410,7 @@ func (q *Queue) Ack(seq uint64) {
 	n := 0
 	for n < len(q.recs) && q.recs[n].acked {
 		q.bytes -= int64(q.recs[n].size)
+		q.uncut += int64(q.recs[n].size)
 		q.recs[n] = meta{}
 		n++
 	}
@@ -417,8 +422,8 @@ func (q *Queue) Ack(seq uint64) {
 	q.sendAt = max(0, q.sendAt-n)
 	q.livePos = max(0, q.livePos-n)
 	q.persistAckLocked()
-	if time.Since(q.lastCut) >= truncateEvery {
-		q.lastCut = time.Now()
+	if (len(q.recs) == 0 && time.Since(q.lastCut) >= truncateEvery) || q.uncut >= segmentSize {
+		q.lastCut, q.uncut = time.Now(), 0
 		if err := q.log.TruncateFront(q.first); err != nil {
 			q.slog.Warn("outbound queue: cutting acknowledged records failed", "err", err)
 		}

@@ -282,3 +282,35 @@ func BenchmarkDrain(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "batches/s")
 }
+
+// TestAcknowledgedRecordsLeaveTheDisk: a queue that keeps flowing never grows
+// past a few segments, whether it empties between batches or never does.
+func TestAcknowledgedRecordsLeaveTheDisk(t *testing.T) {
+	dir := t.TempDir()
+	q := open(t, Config{Dir: dir, MaxBytes: 1 << 40})
+	defer q.Close()
+	payload := make([]byte, 8000)
+	ctx := context.Background()
+	seq := uint64(0)
+	// 3 segments' worth while always one record behind (never empty).
+	_ = q.Append(Record{Seq: 1, TS: time.Now(), Topic: "t", Payload: payload})
+	seq = 1
+	for written := 0; written < 3*segmentSize; written += len(payload) {
+		seq++
+		if err := q.Append(Record{Seq: seq, TS: time.Now(), Topic: "t", Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := q.Next(ctx)
+		q.Ack(r.Seq)
+	}
+	var size int64
+	entries, _ := os.ReadDir(filepath.Join(dir, "log"))
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil {
+			size += fi.Size()
+		}
+	}
+	if size > 2*segmentSize+int64(len(payload))*4 {
+		t.Errorf("log holds %d bytes after acknowledging everything but one record", size)
+	}
+}
