@@ -22,7 +22,8 @@ FUZZ_TARGETS := \
 	./collectors/modbus:FuzzRTUCheck \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream \
-	./gateway/config:FuzzParse
+	./gateway/config:FuzzParse \
+	./collectors/opcua:FuzzParse
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean
 
