@@ -186,11 +186,11 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		SetCleanSession(false).
 		SetAutoReconnect(true).
 		SetConnectRetry(false).
-		SetMaxReconnectInterval(30 * time.Second).
-		SetKeepAlive(30 * time.Second).
+		SetMaxReconnectInterval(30*time.Second).
+		SetKeepAlive(30*time.Second).
 		SetOrderMatters(false).
-		SetWriteTimeout(10 * time.Second).
-		SetConnectTimeout(10 * time.Second).
+		SetWriteTimeout(10*time.Second).
+		SetConnectTimeout(10*time.Second).
 		SetBinaryWill(p.statusTopic, p.statusPayload("offline", time.Time{}, nil), 1, true)
 	if cfg.Username != "" {
 		opts.SetUsername(cfg.Username)
@@ -204,9 +204,9 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	}
 	u, _ := url.Parse(cfg.Broker)
 	if u.Scheme == "ssl" || u.Scheme == "wss" || cfg.CAFile != "" || cfg.CertFile != "" {
-		tc, err := tlsConfig(cfg, u.Hostname())
+		tc, err := TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("publish: %w", err)
 		}
 		opts.SetTLSConfig(tc)
 	}
@@ -235,23 +235,27 @@ func clientID(gateway, collector string) string {
 	return id
 }
 
-func tlsConfig(cfg Config, host string) (*tls.Config, error) {
+// TLSConfig builds the TLS settings of an MQTT connection to host: the CA
+// file (PEM) replaces the system roots when set, and a client certificate and
+// key (PEM) enable mTLS. Errors name the file. The gateway's own status
+// client uses it too.
+func TLSConfig(caFile, certFile, keyFile, host string) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("publish: MQTT CA file %q: %w", cfg.CAFile, err)
+			return nil, fmt.Errorf("MQTT CA file %q: %w", caFile, err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("publish: MQTT CA file %q holds no PEM certificate", cfg.CAFile)
+			return nil, fmt.Errorf("MQTT CA file %q holds no PEM certificate", caFile)
 		}
 		tc.RootCAs = pool
 	}
-	if cfg.CertFile != "" || cfg.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("publish: MQTT client certificate %q / key %q: %w", cfg.CertFile, cfg.KeyFile, err)
+			return nil, fmt.Errorf("MQTT client certificate %q / key %q: %w", certFile, keyFile, err)
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

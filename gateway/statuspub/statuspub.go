@@ -13,8 +13,6 @@ package statuspub
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +24,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"fieldgate/collectors/publish"
 	"fieldgate/collectors/runenv"
 	"fieldgate/gateway/supervisor"
 )
@@ -138,9 +137,9 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 	}
 	u, _ := url.Parse(broker)
 	if u.Scheme == "ssl" || u.Scheme == "wss" || cfg.CAFile != "" || cfg.CertFile != "" {
-		tc, err := tlsConfig(cfg, u.Hostname())
+		tc, err := publish.TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("gateway status: %w", err)
 		}
 		opts.SetTLSConfig(tc)
 	}
@@ -164,29 +163,6 @@ func clientID(gateway string) string {
 		id = id[:64]
 	}
 	return id
-}
-
-func tlsConfig(cfg Config, host string) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("gateway status: MQTT CA file %q: %w", cfg.CAFile, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("gateway status: MQTT CA file %q holds no PEM certificate", cfg.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if cfg.CertFile != "" || cfg.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("gateway status: MQTT client certificate %q / key %q: %w", cfg.CertFile, cfg.KeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 func (p *Publisher) kick() {

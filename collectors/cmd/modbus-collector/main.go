@@ -23,8 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"fieldgate/collectors/modbus"
 	"fieldgate/collectors/publish"
 	"fieldgate/collectors/runenv"
@@ -98,34 +96,12 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	log.Info("modbus collector starting", "version", version, "config", env.ConfigPath,
 		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval, "broker", env.Broker)
 
-	g, gctx := errgroup.WithContext(ctx)
-	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(gctx))
-	defer stopPub()
-	// The publisher outlives the poller (stopPub when the poller is done);
-	// a publisher failure cancels gctx and so stops the poller too.
-	g.Go(func() error { return pub.Run(pubCtx) })
-	g.Go(func() error {
-		defer stopPub()
-		return poller.Run(gctx)
-	})
-	done := make(chan error, 1)
-	go func() { done <- g.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
+	err = pub.Serve(ctx, poller, stopDeadline)
+	for _, st := range poller.Stats() {
+		log.Info("device counters", "device", st.Device, "polls", st.Polls, "requests", st.Requests,
+			"errors", st.Errors, "timeouts", st.Timeouts, "exceptions", st.Exceptions,
+			"garbage", st.Garbage, "skipped_cycles", st.Skipped, "backed_off_cycles", st.BackedOff)
 	}
-	log.Info("stopping", "deadline", stopDeadline)
-	select {
-	case err := <-done:
-		for _, st := range poller.Stats() {
-			log.Info("device counters", "device", st.Device, "polls", st.Polls, "requests", st.Requests,
-				"errors", st.Errors, "timeouts", st.Timeouts, "exceptions", st.Exceptions,
-				"garbage", st.Garbage, "skipped_cycles", st.Skipped, "backed_off_cycles", st.BackedOff)
-		}
-		log.Info("stopped")
-		return err
-	case <-time.After(stopDeadline):
-		return fmt.Errorf("stop: not finished within %v", stopDeadline)
-	}
+	log.Info("stopped")
+	return err
 }

@@ -30,8 +30,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"fieldgate/collectors/opcua"
 	"fieldgate/collectors/publish"
 	"fieldgate/collectors/runenv"
@@ -129,31 +127,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	log.Info("opcua collector starting", "version", version, "config", env.ConfigPath, "endpoint", cfg.Endpoint,
 		"mode", mode, "nodes", len(cfg.Nodes), "poll_interval", env.PollInterval, "broker", env.Broker)
 
-	g, gctx := errgroup.WithContext(ctx)
-	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(gctx))
-	defer stopPub()
-	// The publisher outlives the engine (stopPub when the engine is done);
-	// a publisher failure cancels gctx and so stops the engine too.
-	g.Go(func() error { return pub.Run(pubCtx) })
-	g.Go(func() error {
-		defer stopPub()
-		return engine.Run(gctx)
-	})
-	done := make(chan error, 1)
-	go func() { done <- g.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("stopping", "deadline", stopDeadline)
-	select {
-	case err := <-done:
-		log.Info("stopped")
-		return err
-	case <-time.After(stopDeadline):
-		return fmt.Errorf("stop: not finished within %v", stopDeadline)
-	}
+	err = pub.Serve(ctx, engine, stopDeadline)
+	log.Info("stopped")
+	return err
 }
 
 // loadConfig reads the collector file and applies the OPCUA_* overrides. A

@@ -1,0 +1,44 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Source is a collector's engine: it produces batches into the publisher
+// until its context ends.
+type Source interface {
+	Run(ctx context.Context) error
+}
+
+// Serve runs the publisher and a collector's engine together, the way every
+// collector command does: when ctx ends the engine stops first, then the
+// publisher gets its StopTimeout to have the window acknowledged; a failure
+// of either stops both. Serve returns within stopDeadline of ctx ending.
+func (p *Publisher) Serve(ctx context.Context, src Source, stopDeadline time.Duration) error {
+	g, gctx := errgroup.WithContext(ctx)
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(gctx))
+	defer stopPub()
+	g.Go(func() error { return p.Run(pubCtx) })
+	g.Go(func() error {
+		defer stopPub()
+		return src.Run(gctx)
+	})
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	p.log.Info("stopping", "deadline", stopDeadline)
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(stopDeadline):
+		return fmt.Errorf("stop: not finished within %v", stopDeadline)
+	}
+}
