@@ -233,9 +233,11 @@ func TestBackoffDelay(t *testing.T) {
 func TestCrashLoop(t *testing.T) {
 	dir := t.TempDir()
 	rt := newFakeRuntime()
-	// A long back-off ceiling so that the crash-loop state can be observed.
+	// Back-offs of 50, 100 and 200 ms: the crash-loop state lasts long enough
+	// to be seen by a poll every 2 ms even on a loaded machine under -race
+	// (a 4 ms back-off was missed there).
 	r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", "always"})), rt,
-		WithBackoff(time.Millisecond, 300*time.Millisecond, time.Hour), WithCrashLoop(3, time.Hour))
+		WithBackoff(50*time.Millisecond, 5*time.Second, time.Hour), WithCrashLoop(3, time.Hour))
 	for i := 1; i <= 3; i++ {
 		waitFor(t, "running", stateIs(r.sup, "a", StateRunning))
 		if err := rt.kill("a", 1); err != nil {
