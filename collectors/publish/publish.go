@@ -110,6 +110,9 @@ type Publisher struct {
 	mu        sync.Mutex
 	devices   map[string]string
 	connected bool
+	// up is closed while the connection is open and replaced by an open
+	// channel when it is lost, so send can wait for the broker.
+	up        chan struct{}
 	lastError string
 	published uint64
 	statusDue chan struct{}
@@ -165,6 +168,7 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		queue:       q,
 		devices:     map[string]string{},
 		statusDue:   make(chan struct{}, 1),
+		up:          make(chan struct{}),
 	}
 	opts, err := p.clientOptions()
 	if err != nil {
@@ -213,6 +217,11 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	opts.SetOnConnectHandler(func(mqtt.Client) {
 		p.mu.Lock()
 		p.connected, p.lastError = true, ""
+		select {
+		case <-p.up:
+		default:
+			close(p.up)
+		}
 		p.mu.Unlock()
 		p.log.Info("mqtt connected")
 		p.requestStatus()
@@ -220,6 +229,11 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		p.mu.Lock()
 		p.connected, p.lastError = false, err.Error()
+		select {
+		case <-p.up:
+			p.up = make(chan struct{})
+		default:
+		}
 		p.mu.Unlock()
 		p.log.Warn("mqtt connection lost", "err", err)
 	})
@@ -393,8 +407,16 @@ func (p *Publisher) send(ctx context.Context, window chan<- inflight, stopping c
 	defer close(window)
 	defer close(stopping)
 	for {
+		// While the connection is down the records stay in the queue: paho
+		// would accept them while it reconnects and send them, as they
+		// were, after the outage, so they would not be marked replayed.
+		// Wait before picking (live-first applies after the outage) and
+		// again before sending (the connection may drop while Next waits).
+		if !p.waitUp(ctx) {
+			return nil
+		}
 		r, ok := p.queue.Next(ctx)
-		if !ok {
+		if !ok || !p.waitUp(ctx) {
 			return nil
 		}
 		payload := r.Payload
@@ -407,6 +429,19 @@ func (p *Publisher) send(ctx context.Context, window chan<- inflight, stopping c
 		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// waitUp waits until the connection is open; false when ctx ends first.
+func (p *Publisher) waitUp(ctx context.Context) bool {
+	p.mu.Lock()
+	up := p.up
+	p.mu.Unlock()
+	select {
+	case <-up:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
