@@ -33,6 +33,7 @@ type e2e struct {
 	addr   string // HTTP listen
 	ctrd   *testpeer.ContainerdPeer
 	broker string
+	brk    *testpeer.Broker // the broker at broker, to stop and restart it
 
 	notifyPath string
 	notify     *net.UnixConn // systemd's side of NOTIFY_SOCKET
@@ -94,11 +95,13 @@ const e2eCollector = `  - name: %s
             - {name: speed, table: holding_register, address: 0, type: uint16}
 `
 
-func newE2E(t testing.TB) *e2e {
+// newE2E starts the peers; brokerOpts configure its mosquitto.
+func newE2E(t testing.TB, brokerOpts ...testpeer.BrokerOption) *e2e {
 	t.Helper()
 	testpeer.Require(t, "containerd", "mosquitto")
 	bin, sleeper := buildBinaries(t)
-	e := &e2e{t: t, bin: bin, ctrd: testpeer.Containerd(t), broker: testpeer.Mosquitto(t)}
+	e := &e2e{t: t, bin: bin, ctrd: testpeer.Containerd(t), brk: testpeer.StartBroker(t, brokerOpts...)}
+	e.broker = e.brk.Addr
 	dir, err := os.MkdirTemp("", "fg-e2e-")
 	if err != nil {
 		t.Fatal(err)
