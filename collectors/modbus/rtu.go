@@ -130,6 +130,14 @@ func (l *rtuLine) open() error {
 		lock.Close()
 		return l.linkErr(err)
 	}
+	// serial.Open sets TIOCEXCL; the flock above is what keeps the port
+	// ours, and the kernel releases it when the process dies. TIOCEXCL is
+	// not released by a kill -9 when the tty outlives the process (a pty
+	// slave lives while its master is open), and every later open without
+	// CAP_SYS_ADMIN, such as the restarted collector's in its container,
+	// would then fail with EBUSY until the line is recreated. Best effort:
+	// a driver refusing TIOCNXCL keeps the old behaviour.
+	_ = unix.IoctlSetInt(int(lock.Fd()), unix.TIOCNXCL, 0)
 	l.port, l.lock = p, lock
 	l.lastIO = time.Now()
 	return nil
