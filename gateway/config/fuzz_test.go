@@ -30,9 +30,10 @@ func FuzzParse(f *testing.F) {
 		if !errors.As(err, &ce) {
 			t.Fatalf("error is %T: %v", err, err)
 		}
+		// YAML breaks lines at \n, \r\n and a lone \r.
 		lines := 1
-		for _, b := range data {
-			if b == '\n' {
+		for i, b := range data {
+			if b == '\n' || b == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
 				lines++
 			}
 		}
