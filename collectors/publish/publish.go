@@ -296,12 +296,14 @@ func (p *Publisher) Publish(_ context.Context, b reading.Batch) error {
 	switch {
 	case errors.Is(err, queue.ErrFull):
 		p.log.Warn("outbound queue full, batch rejected", "device", b.Device, "seq", seq, "rejected_total", p.queue.Stats().Rejected)
+		p.requestStatus() // the retained status carries the counts
 		return nil
 	case err != nil:
 		return fmt.Errorf("publish: %w", err)
 	}
 	if after := p.queue.Stats().Dropped; after > before {
 		p.log.Warn("outbound queue full or too old, oldest batches dropped", "dropped", after-before, "dropped_total", after)
+		p.requestStatus()
 	}
 	return nil
 }

@@ -599,6 +599,13 @@ func TestFaultInjection(t *testing.T) {
 				return false
 			}
 			for _, n := range names {
+				// The retained status must catch up with the final counts
+				// (status.json, via /status), once the backlog is sent.
+				var report collectorReport
+				json.Unmarshal(e.collector(n).Report, &report)
+				if report.Queue == nil || report.Queue.Pending != 0 || report.Queue.Dropped != st[n].Queue.Dropped || report.Queue.Rejected != st[n].Queue.Rejected {
+					return false
+				}
 				live := false
 				for _, s := range rec.all(n) {
 					live = live || s.ts.After(t1.Add(time.Second))
