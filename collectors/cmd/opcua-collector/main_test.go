@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,6 +67,16 @@ func startSim(t *testing.T) *opcuasim.Sim {
 	t.Cleanup(func() {
 		cancel()
 		<-done
+	})
+	// Run listens asynchronously; browse does not retry, so wait for it.
+	addr := strings.TrimPrefix(sim.Endpoint(), "opc.tcp://")
+	testpeer.WaitFor(t, 30*time.Second, "devsim opcua listening on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
 	})
 	return sim
 }
