@@ -7,9 +7,13 @@
 // Publish never waits for the broker: it numbers the batch, encodes it and
 // appends it to the durable outbound queue (package queue, in DATA_DIR/queue).
 // Run sends from the queue with a bounded window of unacknowledged messages
-// and removes a message only when the broker's PUBACK arrived; paho (clean
-// session off, auto-reconnect on) resends the window after a reconnect, and
-// after a restart the queue resends whatever was not acknowledged.
+// and removes a message only when the broker's PUBACK arrived. The queue, not
+// paho, owns redelivery: the session is clean and paho does not reconnect by
+// itself, because a resumed paho session completes the original tokens of
+// the messages it resends without their PUBACK (and races on their DUP flag,
+// eclipse-paho/paho.mqtt.golang#703). When the connection is lost, paho fails
+// the window's tokens, the records go back to be sent, and Run reconnects with
+// back-off; after a restart the queue resends whatever was not acknowledged.
 package publish
 
 import (
@@ -37,9 +41,10 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxInFlight = 256
-	DefaultStopTimeout = 3 * time.Second
-	DefaultInterval    = 5 * time.Second
+	DefaultMaxInFlight  = 256
+	DefaultStopTimeout  = 3 * time.Second
+	DefaultInterval     = 5 * time.Second
+	DefaultReconnectMax = 5 * time.Second
 )
 
 // Config says where and as whom to publish.
@@ -71,6 +76,10 @@ type Config struct {
 	// StopTimeout bounds how long Run drains the window at shutdown;
 	// default DefaultStopTimeout.
 	StopTimeout time.Duration
+	// ReconnectMax caps the back-off between connection attempts (1 s
+	// doubling); default DefaultReconnectMax, so live data is at most that
+	// late after the broker returns.
+	ReconnectMax time.Duration
 }
 
 // ConfigFromEnv maps a collector environment onto a publisher config.
@@ -112,7 +121,9 @@ type Publisher struct {
 	connected bool
 	// up is closed while the connection is open and replaced by an open
 	// channel when it is lost, so send can wait for the broker.
-	up        chan struct{}
+	up chan struct{}
+	// lost is closed when the connection is lost; connect replaces it.
+	lost      chan struct{}
 	lastError string
 	published uint64
 	statusDue chan struct{}
@@ -132,6 +143,9 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = DefaultStopTimeout
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = DefaultReconnectMax
 	}
 	if cfg.GatewayID == "" || cfg.CollectorName == "" {
 		return nil, fmt.Errorf("publish: gateway id and collector name are required")
@@ -169,6 +183,7 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		devices:     map[string]string{},
 		statusDue:   make(chan struct{}, 1),
 		up:          make(chan struct{}),
+		lost:        make(chan struct{}),
 	}
 	opts, err := p.clientOptions()
 	if err != nil {
@@ -185,12 +200,10 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.Broker).
 		SetClientID(clientID(cfg.GatewayID, cfg.CollectorName)).
-		// A persistent session lets paho resend the in-flight window after a
-		// reconnect and the broker keep our QoS 1 state.
-		SetCleanSession(false).
-		SetAutoReconnect(true).
+		// Redelivery is the queue's (see the package comment).
+		SetCleanSession(true).
+		SetAutoReconnect(false).
 		SetConnectRetry(false).
-		SetMaxReconnectInterval(30*time.Second).
 		SetKeepAlive(30*time.Second).
 		SetOrderMatters(false).
 		SetWriteTimeout(10*time.Second).
@@ -234,13 +247,18 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 			p.up = make(chan struct{})
 		default:
 		}
+		select {
+		case <-p.lost:
+		default:
+			close(p.lost)
+		}
 		p.mu.Unlock()
 		p.log.Warn("mqtt connection lost", "err", err)
 	})
 	return opts, nil
 }
 
-// clientID is stable across restarts so the broker resumes our session.
+// clientID is stable across restarts: one gateway's collector is one client.
 func clientID(gateway, collector string) string {
 	id := "fg-" + gateway + "-" + collector
 	if len(id) > 64 {
@@ -342,18 +360,18 @@ func (p *Publisher) requestStatus() {
 func (p *Publisher) Run(ctx context.Context) error {
 	defer p.close()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.queue.RunSync(gctx) })
-	g.Go(func() error { return p.statusLoop(gctx) })
-	if err := p.connect(ctx); err != nil {
-		return g.Wait() // ctx cancelled before the first connection
-	}
 	window := make(chan inflight, p.cfg.MaxInFlight)
 	stopping := make(chan struct{})
+	g.Go(func() error { return p.queue.RunSync(gctx) })
+	g.Go(func() error { return p.statusLoop(gctx) })
+	g.Go(func() error { return p.connection(gctx) })
 	g.Go(func() error { return p.send(gctx, window, stopping) })
 	g.Go(func() error { return p.ack(window, stopping) })
 	err := g.Wait()
-	tok := p.client.Publish(p.statusTopic, 1, true, p.statusPayload("offline", time.Now(), nil))
-	tok.WaitTimeout(time.Second)
+	if p.client.IsConnectionOpen() {
+		tok := p.client.Publish(p.statusTopic, 1, true, p.statusPayload("offline", time.Now(), nil))
+		tok.WaitTimeout(time.Second)
+	}
 	p.client.Disconnect(250)
 	return err
 }
@@ -369,31 +387,52 @@ func (p *Publisher) close() {
 	}
 }
 
-// connect retries the first connection with exponential back-off (1 s
-// doubling to 30 s). Later drops are handled by paho's auto-reconnect.
+// connection keeps the broker connection until ctx ends: it connects, waits
+// for the connection to be lost, and connects again.
+func (p *Publisher) connection(ctx context.Context) error {
+	for {
+		if err := p.connect(ctx); err != nil {
+			return nil
+		}
+		p.mu.Lock()
+		lost := p.lost
+		p.mu.Unlock()
+		select {
+		case <-lost:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// connect tries until connected, with back-off from 1 s doubling to
+// ReconnectMax; each failure is logged with the broker's reason.
 func (p *Publisher) connect(ctx context.Context) error {
 	backoff := time.Second
 	for {
+		p.mu.Lock()
+		p.lost = make(chan struct{})
+		p.mu.Unlock()
 		tok := p.client.Connect()
 		select {
 		case <-tok.Done():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if err := tok.Error(); err == nil {
+		err := tok.Error()
+		if err == nil {
 			return nil
-		} else {
-			p.mu.Lock()
-			p.lastError = err.Error()
-			p.mu.Unlock()
-			p.log.Error("mqtt connect failed", "err", err, "retry_in", backoff)
 		}
+		p.mu.Lock()
+		p.lastError = err.Error()
+		p.mu.Unlock()
+		p.log.Error("mqtt connect failed", "err", err, "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, p.cfg.ReconnectMax)
 	}
 }
 
@@ -478,7 +517,9 @@ func (p *Publisher) ack(window <-chan inflight, stopping <-chan struct{}) error 
 			}
 		}
 		if err := f.tok.Error(); err != nil {
-			if !errors.Is(err, mqtt.ErrNotConnected) {
+			// A lost connection fails the whole window; that is logged once,
+			// as the loss. Anything else is worth a line per batch.
+			if !errors.Is(err, mqtt.ErrNotConnected) && p.Stats().Connected {
 				p.log.Warn("mqtt publish failed, will resend", "seq", f.seq, "err", err)
 			}
 			p.queue.Resend(f.seq)

@@ -20,14 +20,15 @@ func TestServe(t *testing.T) {
 	block := make(chan struct{})
 	defer close(block)
 	tests := []struct {
-		name   string
-		src    sourceFunc
-		cancel bool
-		want   string
+		name     string
+		src      sourceFunc
+		cancel   bool
+		deadline time.Duration
+		want     string
 	}{
-		{"engine failure stops the publisher", func(context.Context) error { return engineFailed }, false, engineFailed.Error()},
-		{"cancel stops both", func(ctx context.Context) error { <-ctx.Done(); return nil }, true, ""},
-		{"an engine ignoring the stop hits the deadline", func(context.Context) error { <-block; return nil }, true, "not finished within"},
+		{"engine failure stops the publisher", func(context.Context) error { return engineFailed }, false, 5 * time.Second, engineFailed.Error()},
+		{"cancel stops both", func(ctx context.Context) error { <-ctx.Done(); return nil }, true, 5 * time.Second, ""},
+		{"an engine ignoring the stop hits the deadline", func(context.Context) error { <-block; return nil }, true, 300 * time.Millisecond, "not finished within"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,7 +44,7 @@ func TestServe(t *testing.T) {
 				cancel()
 			}
 			done := make(chan error, 1)
-			go func() { done <- p.Serve(ctx, tc.src, 300*time.Millisecond) }()
+			go func() { done <- p.Serve(ctx, tc.src, tc.deadline) }()
 			select {
 			case err := <-done:
 				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {

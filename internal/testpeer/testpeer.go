@@ -217,7 +217,13 @@ func StartBroker(t testing.TB, opts ...BrokerOption) *Broker {
 		// mosquitto run as root drops to user mosquitto unless told otherwise.
 		"user root",
 		fmt.Sprintf("listener %d 127.0.0.1", cfg.port),
-		"persistence false",
+		// Sessions survive a restart (saved every second and at a clean
+		// stop), so a persistent subscriber that reconnects after a publisher
+		// still gets what was published in between — without it, a broker
+		// restart test could lose messages to the test's own subscriber.
+		"persistence true",
+		"persistence_location " + dir + "/",
+		"autosave_interval 1",
 		"log_dest stdout",
 		"max_queued_messages 100000",
 	}
@@ -261,12 +267,13 @@ func (b *Broker) Start() {
 	})
 }
 
-// Stop kills the broker and waits for it to exit.
+// Stop stops the broker (SIGTERM: it saves its sessions) and waits until
+// its port is closed.
 func (b *Broker) Stop() {
 	if b.proc == nil {
 		return
 	}
-	_ = b.proc.Cmd.Process.Kill()
+	_ = b.proc.Cmd.Process.Signal(syscall.SIGTERM)
 	WaitFor(b.t, 10*time.Second, "mosquitto to stop", func() bool {
 		c, err := net.DialTimeout("tcp", b.Addr, 100*time.Millisecond)
 		if err != nil {
@@ -287,13 +294,16 @@ type Message struct {
 
 // Subscribe connects to broker ("host:port") and delivers every message on
 // topic (wildcards allowed) to the returned channel, which holds up to 100000
-// messages; it disconnects when the test ends.
+// messages; it disconnects when the test ends. Its session is persistent, so
+// across a broker restart it misses nothing that was published while it was
+// reconnecting.
 func Subscribe(t testing.TB, broker, topic string) <-chan Message {
 	t.Helper()
 	ch := make(chan Message, 100000)
 	opts := mqtt.NewClientOptions().
 		AddBroker("tcp://" + broker).
 		SetClientID(fmt.Sprintf("testsub-%d-%d", os.Getpid(), time.Now().UnixNano())).
+		SetCleanSession(false).
 		SetOrderMatters(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).

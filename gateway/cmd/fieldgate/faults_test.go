@@ -77,16 +77,8 @@ type recorder struct {
 	status map[string]collectorStatus
 }
 
-// faultBroker configures the fault tests' mosquitto to keep sessions across
-// a restart, even a SIGKILL (saved every second): the recorder's persistent
-// session then receives what a collector publishes after a broker restart
-// before the recorder has reconnected.
-func faultBroker(t *testing.T, opts ...testpeer.BrokerOption) []testpeer.BrokerOption {
-	return append(opts, testpeer.WithConfigLines("persistence true", "persistence_location "+t.TempDir()+"/", "autosave_interval 1"))
-}
-
-// newRecorder connects a subscriber with a persistent session (see
-// faultBroker), reconnecting every 100–500 ms, to broker.
+// newRecorder connects a subscriber with a persistent session (testpeer's
+// mosquitto keeps sessions across restarts), reconnecting every 100–500 ms.
 func newRecorder(t *testing.T, broker, user, password string) *recorder {
 	t.Helper()
 	r := &recorder{data: map[string][]seen{}, status: map[string]collectorStatus{}}
@@ -405,7 +397,7 @@ collectors:
 // queue policy dropped, and counts it.
 func TestFaultInjection(t *testing.T) {
 	testpeer.Require(t, "containerd", "mosquitto", "socat", "pymodbus", "node")
-	e := newE2E(t, faultBroker(t)...)
+	e := newE2E(t)
 	e.drainNotify()
 	e.addImage("fieldgate/collector-modbus", "real", buildCollector(t, "modbus-collector"))
 	e.addImage("fieldgate/collector-opcua", "real", buildCollector(t, "opcua-collector"))
@@ -670,7 +662,7 @@ func TestFaultInjection(t *testing.T) {
 func TestFaultSerialUnplug(t *testing.T) {
 	testpeer.Require(t, "mosquitto", "socat", "pymodbus")
 	bin := buildCollector(t, "modbus-collector")
-	broker := testpeer.Mosquitto(t, faultBroker(t)...)
+	broker := testpeer.Mosquitto(t)
 	lineDir := t.TempDir()
 	socat, port, slavePort := testpeer.PtyLinks(t, lineDir)
 	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "rtu", Port: slavePort, Baud: 19200, Units: map[int]testpeer.PyModbusUnit{
@@ -773,7 +765,7 @@ devices:
 // everything queued arrives from seq 1 on.
 func TestFaultBrokerRefusesCredentials(t *testing.T) {
 	testpeer.Require(t, "containerd", "mosquitto", "pymodbus")
-	e := newE2E(t, faultBroker(t, testpeer.WithPassword(map[string]string{"gw": "right", "sub": "subpw"}))...)
+	e := newE2E(t, testpeer.WithPassword(map[string]string{"gw": "right", "sub": "subpw"}))
 	e.drainNotify()
 	e.addImage("fieldgate/collector-modbus", "real", buildCollector(t, "modbus-collector"))
 	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{
