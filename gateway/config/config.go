@@ -143,9 +143,11 @@ type Collector struct {
 	// Devices are HOST[:CONTAINER] paths made available inside the container.
 	Devices []string `yaml:"devices"`
 	// Restart is always (default), on-failure, unless-stopped or never.
-	Restart   string            `yaml:"restart"`
-	Resources Resources         `yaml:"resources"`
-	Env       map[string]string `yaml:"env"`
+	Restart   string    `yaml:"restart"`
+	Resources Resources `yaml:"resources"`
+	// Queue sets the collector's durable outbound queue (QUEUE_* env).
+	Queue Queue             `yaml:"queue"`
+	Env   map[string]string `yaml:"env"`
 
 	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.
 	Modbus *Section `yaml:"modbus"`
@@ -211,6 +213,44 @@ type Resources struct {
 	MemoryBytes int64 `yaml:"-"`
 
 	Pos configfile.Pos `yaml:"-"`
+}
+
+// Queue is a collector's durable outbound queue; unset keys keep the
+// collector's defaults (256MiB, no age limit, sync 1s, drop_oldest).
+type Queue struct {
+	// MaxBytes bounds the queue: 256MiB, 1GiB, 500MB… (see ParseByteSize).
+	MaxBytes string `yaml:"max_bytes"`
+	// MaxAge drops (and counts) batches older than this; 0 keeps them.
+	MaxAge configfile.Duration `yaml:"max_age"`
+	// Sync is "always" (fsync every batch) or the longest wait for fsync.
+	Sync string `yaml:"sync"`
+	// Policy applies when full: drop_oldest or reject_new.
+	Policy string `yaml:"policy"`
+	// MaxBytesValue is MaxBytes parsed.
+	MaxBytesValue int64 `yaml:"-"`
+
+	Pos configfile.Pos `yaml:"-"`
+}
+
+// QueuePolicies are the valid queue.policy values.
+var QueuePolicies = []string{"drop_oldest", "reject_new"}
+
+// Env returns the QUEUE_* variables for the settings that are set.
+func (q Queue) Env() map[string]string {
+	env := map[string]string{}
+	if q.MaxBytesValue > 0 {
+		env["QUEUE_MAX_BYTES"] = fmt.Sprint(q.MaxBytesValue)
+	}
+	if q.MaxAge > 0 {
+		env["QUEUE_MAX_AGE"] = q.MaxAge.String()
+	}
+	if q.Sync != "" {
+		env["QUEUE_SYNC"] = q.Sync
+	}
+	if q.Policy != "" {
+		env["QUEUE_POLICY"] = q.Policy
+	}
+	return env
 }
 
 // Option changes how a config is loaded.

@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -222,6 +224,28 @@ func (v *validator) validateCollector(i int, names map[string]int, claims map[st
 		default:
 			c.Resources.MemoryBytes = n
 		}
+	}
+	if q := &c.Queue; q.MaxBytes != "" {
+		n, err := ParseByteSize(q.MaxBytes)
+		switch {
+		case err != nil:
+			v.add(at("queue", "max_bytes"), "%s: queue.max_bytes: %v", who, err)
+		case n <= 0:
+			v.add(at("queue", "max_bytes"), "%s: queue.max_bytes must be > 0", who)
+		default:
+			q.MaxBytesValue = n
+		}
+	}
+	if c.Queue.MaxAge < 0 {
+		v.add(at("queue", "max_age"), "%s: queue.max_age must not be negative", who)
+	}
+	if sync := c.Queue.Sync; sync != "" && sync != "always" {
+		if d, err := time.ParseDuration(sync); err != nil || d <= 0 {
+			v.add(at("queue", "sync"), "%s: queue.sync %q is neither \"always\" nor a positive duration such as 1s", who, sync)
+		}
+	}
+	if p := c.Queue.Policy; p != "" && !slices.Contains(QueuePolicies, p) {
+		v.add(at("queue", "policy"), "%s: unknown queue.policy %q (valid: %s)", who, p, strings.Join(QueuePolicies, ", "))
 	}
 	for k := range c.Env {
 		if !envNameRe.MatchString(k) {

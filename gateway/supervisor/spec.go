@@ -108,6 +108,9 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	secret("MQTT_CA_FILE", cfg.MQTT.TLS.CAFile, "ca.pem")
 	secret("MQTT_CERT_FILE", cfg.MQTT.TLS.CertFile, "cert.pem")
 	secret("MQTT_KEY_FILE", cfg.MQTT.TLS.KeyFile, "key.pem")
+	for k, v := range c.Queue.Env() {
+		env[k] = v
+	}
 	for k, v := range c.Env {
 		env[k] = v
 	}

@@ -477,3 +477,27 @@ func TestStatusCarriesCollectorReport(t *testing.T) {
 		t.Errorf("invalid report passed through: %s", rep)
 	}
 }
+
+func TestSpecQueueEnv(t *testing.T) {
+	yml := `version: 1
+gateway: {id: gw1, data_dir: /var/lib/fieldgate}
+mqtt: {broker: tcp://127.0.0.1:1883}
+collectors:
+  - name: a
+    image: fieldgate/collector-modbus:latest
+    queue: {max_bytes: 64MiB, max_age: 24h, sync: always, policy: reject_new}
+    env: {QUEUE_POLICY: drop_oldest}
+    modbus: {transport: tcp, tcp: {address: "127.0.0.1:502"}, devices: [{name: d, tags: [{name: t, table: coil, address: 0}]}]}
+`
+	cfg, err := config.Parse("gw.yaml", []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := BuildSpec(cfg, &cfg.Collectors[0])
+	for k, want := range map[string]string{"QUEUE_MAX_BYTES": "67108864", "QUEUE_MAX_AGE": "24h0m0s", "QUEUE_SYNC": "always",
+		"QUEUE_POLICY": "drop_oldest"} { // env: overrides queue:
+		if got := spec.EnvValue(k); got != want {
+			t.Errorf("env %s = %q, want %q", k, got, want)
+		}
+	}
+}
