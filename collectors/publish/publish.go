@@ -209,23 +209,9 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		SetWriteTimeout(10*time.Second).
 		SetConnectTimeout(10*time.Second).
 		SetBinaryWill(p.statusTopic, p.statusPayload("offline", time.Time{}, nil), 1, true)
-	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username)
-	}
-	if cfg.PasswordFile != "" {
-		pw, err := os.ReadFile(cfg.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("publish: MQTT password file %q: %w", cfg.PasswordFile, err)
-		}
-		opts.SetPassword(strings.TrimRight(string(pw), "\r\n"))
-	}
-	u, _ := url.Parse(cfg.Broker)
-	if u.Scheme == "ssl" || u.Scheme == "wss" || cfg.CAFile != "" || cfg.CertFile != "" {
-		tc, err := TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
-		if err != nil {
-			return nil, fmt.Errorf("publish: %w", err)
-		}
-		opts.SetTLSConfig(tc)
+	if err := Secure(opts, cfg.Broker, Credentials{Username: cfg.Username, PasswordFile: cfg.PasswordFile,
+		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}); err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	opts.SetOnConnectHandler(func(mqtt.Client) {
 		p.mu.Lock()
@@ -267,10 +253,44 @@ func clientID(gateway, collector string) string {
 	return id
 }
 
+// Credentials are how an MQTT client proves who it is and whom it trusts.
+type Credentials struct {
+	Username, PasswordFile    string
+	CAFile, CertFile, KeyFile string
+}
+
+// Secure applies credentials to opts for a normalised broker URL: the
+// username, the password read from its file (trailing newline dropped), and
+// TLS for ssl:// and wss:// brokers or whenever a CA or client certificate is
+// given. Errors name the file. The gateway's own status client uses it too.
+func Secure(opts *mqtt.ClientOptions, broker string, c Credentials) error {
+	if c.Username != "" {
+		opts.SetUsername(c.Username)
+	}
+	if c.PasswordFile != "" {
+		pw, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("MQTT password file %q: %w", c.PasswordFile, err)
+		}
+		opts.SetPassword(strings.TrimRight(string(pw), "\r\n"))
+	}
+	u, err := url.Parse(broker)
+	if err != nil {
+		return fmt.Errorf("broker %q: %w", broker, err)
+	}
+	if u.Scheme == "ssl" || u.Scheme == "wss" || c.CAFile != "" || c.CertFile != "" {
+		tc, err := TLSConfig(c.CAFile, c.CertFile, c.KeyFile, u.Hostname())
+		if err != nil {
+			return err
+		}
+		opts.SetTLSConfig(tc)
+	}
+	return nil
+}
+
 // TLSConfig builds the TLS settings of an MQTT connection to host: the CA
 // file (PEM) replaces the system roots when set, and a client certificate and
-// key (PEM) enable mTLS. Errors name the file. The gateway's own status
-// client uses it too.
+// key (PEM) enable mTLS. Errors name the file.
 func TLSConfig(caFile, certFile, keyFile, host string) (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	if caFile != "" {

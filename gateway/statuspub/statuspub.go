@@ -17,9 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"os"
-	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -125,23 +122,9 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 		SetWriteTimeout(10*time.Second).
 		SetConnectTimeout(10*time.Second).
 		SetBinaryWill(p.topic, p.payload("offline", time.Time{}), 1, true)
-	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username)
-	}
-	if cfg.PasswordFile != "" {
-		pw, err := os.ReadFile(cfg.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("gateway status: MQTT password file %q: %w", cfg.PasswordFile, err)
-		}
-		opts.SetPassword(strings.TrimRight(string(pw), "\r\n"))
-	}
-	u, _ := url.Parse(broker)
-	if u.Scheme == "ssl" || u.Scheme == "wss" || cfg.CAFile != "" || cfg.CertFile != "" {
-		tc, err := publish.TLSConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
-		if err != nil {
-			return nil, fmt.Errorf("gateway status: %w", err)
-		}
-		opts.SetTLSConfig(tc)
+	if err := publish.Secure(opts, broker, publish.Credentials{Username: cfg.Username, PasswordFile: cfg.PasswordFile,
+		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}); err != nil {
+		return nil, fmt.Errorf("gateway status: %w", err)
 	}
 	opts.SetOnConnectHandler(func(mqtt.Client) {
 		log.Info("gateway status: mqtt connected", "broker", broker)
