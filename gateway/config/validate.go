@@ -105,6 +105,8 @@ func (v *validator) validate() {
 	switch {
 	case !d.has("version"):
 		v.add(d.pos(), "version is required (valid: %d)", Version)
+	case d.tag("version") == "!!null":
+		v.add(d.pos("version"), "version is required (valid: %d)", Version)
 	case c.Version != Version && d.tag("version") == "!!int":
 		v.add(d.pos("version"), "unsupported version %d (valid: %d)", c.Version, Version)
 	}
