@@ -58,15 +58,22 @@ type Deadband struct {
 }
 
 // Problem is a configuration problem of a policy: the key it concerns
-// ("publish", "deadband", "heartbeat") and the message.
+// ("publish", "deadband", "heartbeat") and the message. Range marks a
+// problem of the tag's range (a percent deadband without min and max),
+// which is the tag's even when the deadband is its device's.
 type Problem struct {
-	Key string
-	Msg string
+	Key   string
+	Msg   string
+	Range bool
 }
 
 // Merge returns p with every key it leaves unset taken from def (the
-// device's policy).
+// device's policy). A tag that publishes always takes no deadband or
+// heartbeat from its device.
 func (p Policy) Merge(def Policy) Policy {
+	if p.Publish == PublishAlways {
+		return p
+	}
 	if p.Publish == "" {
 		p.Publish = def.Publish
 	}
@@ -90,32 +97,55 @@ func (p Policy) Problems(min, max *float64, device bool) []Problem {
 	switch p.Publish {
 	case "", PublishAlways, PublishOnChange:
 	default:
-		out = append(out, Problem{"publish", fmt.Sprintf("unknown publish %q (valid: %s, %s)", p.Publish, PublishAlways, PublishOnChange)})
+		out = append(out, Problem{Key: "publish", Msg: fmt.Sprintf("unknown publish %q (valid: %s, %s)", p.Publish, PublishAlways, PublishOnChange)})
 	}
 	if p.Heartbeat < 0 {
-		out = append(out, Problem{"heartbeat", fmt.Sprintf("heartbeat must be positive, got %s", p.Heartbeat)})
+		out = append(out, Problem{Key: "heartbeat", Msg: fmt.Sprintf("heartbeat must be positive, got %s", p.Heartbeat)})
 	}
 	if d := p.Deadband; d != nil {
 		switch {
 		case d.Absolute == nil && d.Percent == nil:
-			out = append(out, Problem{"deadband", "deadband needs absolute or percent, e.g. {absolute: 0.5} or {percent: 1}"})
+			out = append(out, Problem{Key: "deadband", Msg: "deadband needs absolute or percent, e.g. {absolute: 0.5} or {percent: 1}"})
 		case d.Absolute != nil && d.Percent != nil:
-			out = append(out, Problem{"deadband", "deadband takes absolute or percent, not both"})
+			out = append(out, Problem{Key: "deadband", Msg: "deadband takes absolute or percent, not both"})
 		case d.Absolute != nil && !(*d.Absolute >= 0 && !math.IsInf(*d.Absolute, 0)):
-			out = append(out, Problem{"deadband", fmt.Sprintf("deadband.absolute must be a number ≥ 0, got %v", *d.Absolute)})
+			out = append(out, Problem{Key: "deadband", Msg: fmt.Sprintf("deadband.absolute must be a number ≥ 0, got %v", *d.Absolute)})
 		case d.Percent != nil && !(*d.Percent >= 0 && *d.Percent <= 100):
-			out = append(out, Problem{"deadband", fmt.Sprintf("deadband.percent must be within 0..100, got %v", *d.Percent)})
+			out = append(out, Problem{Key: "deadband", Msg: fmt.Sprintf("deadband.percent must be within 0..100, got %v", *d.Percent)})
 		case d.Percent != nil && !device && (min == nil || max == nil):
-			out = append(out, Problem{"deadband", "deadband.percent needs the tag's min and max (the range it is a percent of)"})
+			out = append(out, Problem{Key: "deadband", Msg: "deadband.percent needs the tag's min and max (the range it is a percent of)", Range: true})
 		case d.Percent != nil && !device && *max <= *min:
-			out = append(out, Problem{"deadband", fmt.Sprintf("deadband.percent needs max > min, got min %v, max %v", *min, *max)})
+			out = append(out, Problem{Key: "deadband", Msg: fmt.Sprintf("deadband.percent needs max > min, got min %v, max %v", *min, *max), Range: true})
 		}
-		if p.Publish == PublishAlways {
-			out = append(out, Problem{"deadband", "deadband applies only with publish: on_change"})
+		if p.Publish != PublishOnChange {
+			out = append(out, Problem{Key: "deadband", Msg: "deadband applies only with publish: on_change"})
 		}
 	}
-	if p.Heartbeat > 0 && p.Publish == PublishAlways {
-		out = append(out, Problem{"heartbeat", "heartbeat applies only with publish: on_change (always publishes every value)"})
+	if p.Heartbeat > 0 && p.Publish != PublishOnChange {
+		out = append(out, Problem{Key: "heartbeat", Msg: "heartbeat applies only with publish: on_change (always publishes every value)"})
+	}
+	return out
+}
+
+// TagProblems checks a tag whose own policy is p and whose device's is
+// def: the problems of the keys the tag sets itself, and those of its range
+// (a percent deadband, even the device's, needs the tag's min and max).
+// numeric says whether the tag's value is a number: a device's deadband
+// does not concern the others.
+func (p Policy) TagProblems(def Policy, min, max *float64, numeric bool) []Problem {
+	m := p.Merge(def)
+	if p.Deadband == nil && !numeric {
+		m.Deadband = nil
+	}
+	var out []Problem
+	for _, pr := range m.Problems(min, max, false) {
+		switch {
+		case pr.Range,
+			pr.Key == "publish" && p.Publish != "",
+			pr.Key == "heartbeat" && p.Heartbeat != 0,
+			pr.Key == "deadband" && p.Deadband != nil:
+			out = append(out, pr)
+		}
 	}
 	return out
 }

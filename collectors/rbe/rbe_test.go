@@ -167,6 +167,7 @@ func TestProblems(t *testing.T) {
 		{"neither", Policy{Publish: PublishOnChange, Deadband: &Deadband{}}, nil, nil, false, "needs absolute or percent"},
 		{"negative absolute", Policy{Publish: PublishOnChange, Deadband: &Deadband{Absolute: f64(-1)}}, nil, nil, false, "≥ 0"},
 		{"deadband with always", Policy{Publish: PublishAlways, Deadband: &Deadband{Absolute: f64(1)}}, nil, nil, false, "only with publish: on_change"},
+		{"heartbeat without publish", Policy{Heartbeat: configfile.Duration(time.Second)}, nil, nil, false, "heartbeat applies only"},
 		{"heartbeat with always", Policy{Publish: PublishAlways, Heartbeat: configfile.Duration(time.Second)}, nil, nil, false, "heartbeat applies only"},
 	}
 	for _, tt := range tests {
