@@ -52,8 +52,8 @@ type Policy struct {
 // Deadband is `{absolute: x}` (in the value's unit) or `{percent: p}` (of
 // the tag's max - min range).
 type Deadband struct {
-	Absolute *float64      `yaml:"absolute"`
-	Percent  *float64      `yaml:"percent"`
+	Absolute *float64       `yaml:"absolute"`
+	Percent  *float64       `yaml:"percent"`
 	Pos      configfile.Pos `yaml:"-"`
 }
 

@@ -21,7 +21,9 @@ type step struct {
 	want []string
 }
 
-func good(tag string, v any) reading.Reading { return reading.Reading{Tag: tag, Value: v, Quality: reading.Good} }
+func good(tag string, v any) reading.Reading {
+	return reading.Reading{Tag: tag, Value: v, Quality: reading.Good}
+}
 func bad(tag, err string) reading.Reading {
 	return reading.Reading{Tag: tag, Quality: reading.Bad, Error: err}
 }
