@@ -49,7 +49,19 @@ type Env struct {
 	QueueMaxAge   time.Duration // QUEUE_MAX_AGE: drop batches older than this; default none
 	QueueSync     time.Duration // QUEUE_SYNC: "always" (fsync every batch, -1 here) or the longest wait for fsync, e.g. 1s
 	QueuePolicy   string        // QUEUE_POLICY: drop_oldest or reject_new
+
+	// The MQTT payload: the JSON contract, or Sparkplug B.
+	Payload                string // MQTT_PAYLOAD: fieldgate (default) or sparkplug
+	SparkplugGroupID       string // SPARKPLUG_GROUP_ID: default GATEWAY_ID
+	SparkplugPrimaryHostID string // SPARKPLUG_PRIMARY_HOST_ID: no births until this host is online
+	SparkplugAliases       bool   // SPARKPLUG_ALIASES: true makes DDATA carry aliases
 }
+
+// Payload formats of MQTT_PAYLOAD.
+const (
+	PayloadFieldgate = "fieldgate"
+	PayloadSparkplug = "sparkplug"
+)
 
 // idRe is what may stand in a topic level: gateway and collector names.
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -135,10 +147,39 @@ func Load(getenv func(string) string, protocol string) (Env, error) {
 	default:
 		problems = append(problems, fmt.Sprintf("QUEUE_POLICY: unknown policy %q (valid: drop_oldest, reject_new)", v))
 	}
+	problems = append(problems, e.loadPayload(getenv)...)
 	if len(problems) > 0 {
 		return e, fmt.Errorf("environment: %s", strings.Join(problems, "; "))
 	}
 	return e, nil
+}
+
+// loadPayload reads MQTT_PAYLOAD and the SPARKPLUG_* variables.
+func (e *Env) loadPayload(getenv func(string) string) []string {
+	var problems []string
+	switch v := getenv("MQTT_PAYLOAD"); v {
+	case "", PayloadFieldgate:
+		e.Payload = PayloadFieldgate
+	case PayloadSparkplug:
+		e.Payload = v
+	default:
+		problems = append(problems, fmt.Sprintf("MQTT_PAYLOAD: unknown payload %q (valid: %s, %s)", v, PayloadFieldgate, PayloadSparkplug))
+	}
+	e.SparkplugGroupID = getenv("SPARKPLUG_GROUP_ID")
+	e.SparkplugPrimaryHostID = getenv("SPARKPLUG_PRIMARY_HOST_ID")
+	for _, kv := range [][2]string{{"SPARKPLUG_GROUP_ID", e.SparkplugGroupID}, {"SPARKPLUG_PRIMARY_HOST_ID", e.SparkplugPrimaryHostID}} {
+		if strings.ContainsAny(kv[1], "/+#") {
+			problems = append(problems, fmt.Sprintf("%s: %q may not contain '/', '+' or '#' (it is a topic level)", kv[0], kv[1]))
+		}
+	}
+	switch v := strings.ToLower(getenv("SPARKPLUG_ALIASES")); v {
+	case "", "false", "0", "no":
+	case "true", "1", "yes":
+		e.SparkplugAliases = true
+	default:
+		problems = append(problems, fmt.Sprintf("SPARKPLUG_ALIASES: invalid value %q (valid: true, false)", v))
+	}
+	return problems
 }
 
 func orDefault(v, def string) string {
