@@ -1,9 +1,11 @@
 package interop
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,4 +230,220 @@ func TestModbusSparkplugSession(t *testing.T) {
 	if col.Exited() {
 		t.Fatalf("collector exited:\n%s", col.Output())
 	}
+}
+
+// byAlias finds a metric by alias in a payload (DDATA with aliases).
+func byAlias(p *testpeer.SparkplugPayload, alias int64) *testpeer.SparkplugMetric {
+	if p == nil {
+		return nil
+	}
+	for i := range p.Metrics {
+		if a := p.Metrics[i].Alias; a != nil && *a == alias {
+			return &p.Metrics[i]
+		}
+	}
+	return nil
+}
+
+func TestModbusSparkplugAliasesAndWrites(t *testing.T) {
+	testpeer.Require(t, "mosquitto", "pymodbus", "node")
+	bin := testpeer.GoBuild(t, "fieldgate/collectors/cmd/modbus-collector")
+	broker := testpeer.Mosquitto(t)
+	slave := plcSlave(t)
+	host := testpeer.StartSparkplugHost(t, testpeer.SparkplugHostConfig{Broker: broker})
+	col := testpeer.StartCollector(t, bin, collectorEnv(t, broker, plcConfig(t, slave.Addr, ""), "SPARKPLUG_ALIASES=true")...)
+
+	db := host.WaitFor(wait, "DBIRTH press", isKind("DBIRTH", "press"))
+	aliases := map[string]int64{}
+	seen := map[int64]bool{}
+	for _, m := range db.Load.Metrics {
+		if m.Alias == nil || m.Name == "" {
+			t.Fatalf("DBIRTH metric %+v: births carry name and alias", m)
+		}
+		if seen[*m.Alias] {
+			t.Fatalf("alias %d used twice", *m.Alias)
+		}
+		seen[*m.Alias], aliases[m.Name] = true, *m.Alias
+	}
+	dd := host.WaitFor(wait, "DDATA press", isKind("DDATA", "press"))
+	for _, m := range dd.Load.Metrics {
+		if m.Name != "" || m.Alias == nil {
+			t.Fatalf("DDATA metric %+v: with aliases, DATA carry the alias only", m)
+		}
+	}
+	if m := byAlias(dd.Load, aliases["setpoint"]); m == nil || m.Value != 42.5 {
+		t.Fatalf("DDATA setpoint by alias: %+v", m)
+	}
+
+	// DCMD by name (float32 CDAB, scale 0.1) and by alias (a coil).
+	host.Send(map[string]any{"cmd": "dcmd", "group": group, "edge": edge, "device": "press",
+		"metrics": []map[string]any{{"name": "setpoint", "type": "Double", "value": 55.5}}})
+	host.Send(map[string]any{"cmd": "dcmd", "group": group, "edge": edge, "device": "press",
+		"metrics": []map[string]any{{"alias": aliases["run"], "type": "Boolean", "value": true}}})
+	// The next DDATA confirms each write.
+	host.WaitFor(wait, "DDATA with the new setpoint and run", func(m testpeer.SparkplugMessage) bool {
+		if !isKind("DDATA", "press")(m) {
+			return false
+		}
+		sp, run := byAlias(m.Load, aliases["setpoint"]), byAlias(m.Load, aliases["run"])
+		return sp != nil && sp.Value == 55.5 && run != nil && run.Value == true
+	})
+	// pymodbus' own client reads what was written: 555.0 as float32 is
+	// 0x440AC000, CDAB puts C000 first.
+	if got := slave.Read(1, "hr", 100, 2); got[0] != 0xC000 || got[1] != 0x440A {
+		t.Errorf("setpoint registers %04x, want c000 440a", got)
+	}
+	if got := slave.Read(1, "co", 10, 1); got[0] != 1 {
+		t.Errorf("run coil %v, want 1", got)
+	}
+	writes := slave.Writes()
+	if len(writes) != 2 {
+		t.Fatalf("pymodbus saw writes %q, want 2", writes)
+	}
+
+	// Refused before the wire: a tag that is not writable, a value out of range.
+	host.Send(map[string]any{"cmd": "dcmd", "group": group, "edge": edge, "device": "press",
+		"metrics": []map[string]any{{"name": "count", "type": "Int16", "value": 5}}})
+	host.Send(map[string]any{"cmd": "dcmd", "group": group, "edge": edge, "device": "press",
+		"metrics": []map[string]any{{"name": "setpoint", "type": "Double", "value": 600}}})
+	testpeer.WaitFor(t, wait, "both refusals in the collector log", func() bool {
+		out := col.Output()
+		return strings.Contains(out, `tag=count`) && strings.Contains(out, "not writable") &&
+			strings.Contains(out, "out of range: 600 is above max 500")
+	})
+	if got := slave.Writes(); len(got) != 2 {
+		t.Fatalf("refused writes reached the device: %q", got)
+	}
+}
+
+// TestModbusSparkplugPrimaryHost: no birth before the primary host is
+// online; its offline STATE ends the session (NDEATH), an older one is
+// ignored; what was polled meanwhile arrives afterwards, historical, in
+// order, nothing lost.
+func TestModbusSparkplugPrimaryHost(t *testing.T) {
+	testpeer.Require(t, "mosquitto", "pymodbus", "node")
+	bin := testpeer.GoBuild(t, "fieldgate/collectors/cmd/modbus-collector")
+	broker := testpeer.Mosquitto(t)
+	slave := plcSlave(t)
+	host := testpeer.StartSparkplugHost(t, testpeer.SparkplugHostConfig{Broker: broker, HostID: "scada", Offline: true})
+	env := collectorEnv(t, broker, plcConfig(t, slave.Addr, ""), "SPARKPLUG_PRIMARY_HOST_ID=scada")
+	col := testpeer.StartCollector(t, bin, env...)
+	statusFile := filepath.Join(strings.TrimPrefix(env[5], "DATA_DIR="), "status.json")
+
+	// Connected, polling, queueing — and silent.
+	testpeer.WaitFor(t, wait, "5 batches queued while the host is offline", func() bool {
+		return queuePending(statusFile) >= 5
+	})
+	for _, m := range host.Messages() {
+		if m.Edge == edge {
+			t.Fatalf("%s before the primary host was online", m.Kind)
+		}
+	}
+	offlineFrom := time.Now()
+	mark := host.Len()
+	host.Send(map[string]any{"cmd": "online"})
+	host.WaitSince(mark, wait, "NBIRTH once online", isKind("NBIRTH", ""))
+	hist := host.WaitSince(mark, wait, "historical DDATA", func(m testpeer.SparkplugMessage) bool {
+		return isKind("DDATA", "oven")(m) && m.Load.Metrics[0].IsHistorical
+	})
+	if *hist.Load.Timestamp > offlineFrom.UnixMilli() {
+		t.Errorf("first historical batch polled at %d, after the host came online (%d)", *hist.Load.Timestamp, offlineFrom.UnixMilli())
+	}
+	host.WaitSince(mark, wait, "live DDATA", func(m testpeer.SparkplugMessage) bool {
+		return isKind("DDATA", "oven")(m) && !m.Load.Metrics[0].IsHistorical
+	})
+	testpeer.WaitFor(t, wait, "the backlog to drain", func() bool { return queuePending(statusFile) <= 2 })
+
+	// An older offline STATE is ignored.
+	mark = host.Len()
+	host.Send(map[string]any{"cmd": "publish", "topic": "spBv1.0/STATE/scada", "payload": `{"online":false,"timestamp":1000}`})
+	testpeer.WaitFor(t, wait, "the old STATE to be ignored", func() bool { return strings.Contains(col.Output(), "older STATE ignored") })
+	host.WaitSince(mark, wait, "DDATA after the old STATE", isKind("DDATA", "oven"))
+	for _, m := range host.Since(mark) {
+		if m.Kind == "NDEATH" {
+			t.Fatal("an older offline STATE ended the session")
+		}
+	}
+
+	// A newer offline STATE: NDEATH (this session's bdSeq), then silence
+	// until the host is back; then a new session (next bdSeq) and the
+	// backlog, historical.
+	mark = host.Len()
+	host.Send(map[string]any{"cmd": "offline"})
+	nd := host.WaitSince(mark, wait, "NDEATH on offline", isKind("NDEATH", ""))
+	if got := metricInt(t, nd.Load, "bdSeq"); got != 0 {
+		t.Errorf("NDEATH bdSeq %d, want 0", got)
+	}
+	testpeer.WaitFor(t, wait, "batches queued while the host is offline again", func() bool {
+		return queuePending(statusFile) >= 5
+	})
+	mark = host.Len()
+	host.Send(map[string]any{"cmd": "online"})
+	nb := host.WaitSince(mark, wait, "NBIRTH after the host's return", isKind("NBIRTH", ""))
+	if got := metricInt(t, nb.Load, "bdSeq"); got != 1 {
+		t.Errorf("NBIRTH bdSeq %d, want 1 (a new MQTT session)", got)
+	}
+	host.WaitSince(mark, wait, "historical DDATA again", func(m testpeer.SparkplugMessage) bool {
+		return isKind("DDATA", "oven")(m) && m.Load.Metrics[0].IsHistorical
+	})
+	testpeer.WaitFor(t, wait, "the backlog to drain", func() bool { return queuePending(statusFile) <= 2 })
+	last := host.WaitSince(host.Len(), wait, "live DDATA again", isKind("DDATA", "oven"))
+
+	// Nothing lost, in order: every oven batch from the first to the last
+	// one arrived, historical ones in poll order.
+	var stamps []int64
+	var prevHist int64
+	for _, m := range host.Messages() {
+		if !isKind("DDATA", "oven")(m) {
+			continue
+		}
+		ts := *m.Load.Timestamp
+		stamps = append(stamps, ts)
+		if m.Load.Metrics[0].IsHistorical {
+			if ts <= prevHist {
+				t.Errorf("historical batch %d after %d: out of order", ts, prevHist)
+			}
+			prevHist = ts
+		}
+		if ts == *last.Load.Timestamp {
+			break
+		}
+	}
+	checkNoGap(t, stamps, 2*time.Second)
+	checkSeq(t, host.Messages())
+}
+
+func checkNoGap(t *testing.T, stamps []int64, maxGap time.Duration) {
+	t.Helper()
+	sorted := append([]int64(nil), stamps...)
+	slices.Sort(sorted)
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			t.Errorf("batch polled at %d arrived twice", sorted[i])
+		}
+		if gap := time.Duration(sorted[i]-sorted[i-1]) * time.Millisecond; gap > maxGap {
+			t.Errorf("no batch between %d and %d (%v): lost", sorted[i-1], sorted[i], gap)
+		}
+	}
+	if len(sorted) < 20 {
+		t.Errorf("only %d batches", len(sorted))
+	}
+}
+
+// queuePending reads the collector's status.json queue.pending (-1 when
+// unreadable).
+func queuePending(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	var st struct {
+		Queue struct {
+			Pending int `json:"pending"`
+		} `json:"queue"`
+	}
+	if json.Unmarshal(b, &st) != nil {
+		return -1
+	}
+	return st.Queue.Pending
 }
