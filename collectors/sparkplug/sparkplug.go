@@ -144,9 +144,12 @@ type device struct {
 	byName  map[string]*metric
 	status  string // "" not polled yet, "ok", "error: …"
 	rebirth bool   // its metric definitions changed: DBIRTH again
+	// read: a batch arrived, so a birth carries values rather than nulls.
+	read bool
 }
 
-func (d *device) alive() bool { return d.status == "ok" }
+// alive: answering, and read at least once (a birth lists current values).
+func (d *device) alive() bool { return d.status == "ok" && d.read }
 func (d *device) dead() bool  { return strings.HasPrefix(d.status, "error") }
 
 // Node is an Edge Node. It implements the collectors' Sink (Publish,
@@ -330,6 +333,12 @@ func (n *Node) Publish(_ context.Context, b reading.Batch) error {
 	if d == nil {
 		n.log.Warn("batch of an unknown device dropped", "device", b.Device)
 		return nil
+	}
+	if !d.read {
+		d.read = true
+		if d.alive() {
+			n.signal()
+		}
 	}
 	p := &pb.Payload{Timestamp: millis(b.TS), Metrics: make([]*pb.Payload_Metric, 0, len(b.Readings))}
 	for i := range b.Readings {

@@ -102,16 +102,39 @@ func (o *operator) send(topic, payload string, retained bool) {
 // await returns the reply with id.
 func (o *operator) await(id string) reply {
 	o.t.Helper()
-	deadline := time.After(wait)
+	r, ok := o.awaitWithin(id, wait)
+	if !ok {
+		o.t.Fatalf("no reply to command %q", id)
+	}
+	return r
+}
+
+// ready sends a command until the collector answers it (it subscribes
+// once connected) and returns the answer.
+func (o *operator) ready(topic, payload, id string) reply {
+	o.t.Helper()
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		o.send(topic, payload, false)
+		if r, ok := o.awaitWithin(id, 2*time.Second); ok {
+			return r
+		}
+	}
+	o.t.Fatalf("the collector never answered command %q", id)
+	return reply{}
+}
+
+func (o *operator) awaitWithin(id string, d time.Duration) (reply, bool) {
+	deadline := time.After(d)
 	for {
 		select {
 		case r := <-o.replies:
 			if string(r.ID) == `"`+id+`"` {
-				return r
+				return r, true
 			}
 			o.t.Logf("other reply %s: %+v", r.ID, r)
 		case <-deadline:
-			o.t.Fatalf("no reply to command %q", id)
+			return reply{}, false
 		}
 	}
 }

@@ -38,17 +38,9 @@ devices:
 	scada := connect(t, broker, "scada")
 	viewer := connect(t, broker, "viewer")
 	const cmd = "fieldgate/gw1/cmd/plc/press"
-	// The collector subscribes after it connects; the first command that
-	// gets an answer shows it is ready.
-	testpeer.WaitFor(t, wait, "the collector to answer commands", func() bool {
-		scada.send(cmd, `{"id":"ping","tag":"count","value":1}`, false)
-		select {
-		case r := <-scada.replies:
-			return strings.Contains(r.Topic, "cmd-reply/plc/press")
-		default:
-			return false
-		}
-	})
+	if r := scada.ready(cmd, `{"id":"ping","tag":"count","value":1}`, "ping"); !strings.Contains(r.Topic, "cmd-reply/plc/press") {
+		t.Fatalf("reply on %s", r.Topic)
+	}
 
 	tests := []struct {
 		name, payload, id string

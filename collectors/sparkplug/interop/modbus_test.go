@@ -97,6 +97,11 @@ func metricInt(t *testing.T, p *testpeer.SparkplugPayload, name string) int64 {
 // number 0, 1, 2, …, 255, 0, …
 func checkSeq(t *testing.T, msgs []testpeer.SparkplugMessage) int {
 	t.Helper()
+	return checkSeqOf(t, msgs, edge)
+}
+
+func checkSeqOf(t *testing.T, msgs []testpeer.SparkplugMessage, edge string) int {
+	t.Helper()
 	want, n := int64(-1), 0
 	for _, m := range msgs {
 		if m.Edge != edge || m.Load == nil || m.Kind == "NDEATH" || m.Kind == "NCMD" || m.Kind == "DCMD" {
