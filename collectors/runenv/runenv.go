@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults applied when a variable is unset.
@@ -55,6 +56,16 @@ type Env struct {
 	SparkplugGroupID       string // SPARKPLUG_GROUP_ID: default GATEWAY_ID
 	SparkplugPrimaryHostID string // SPARKPLUG_PRIMARY_HOST_ID: no births until this host is online
 	SparkplugAliases       bool   // SPARKPLUG_ALIASES: true makes DDATA carry aliases
+}
+
+// CheckSparkplugID checks a Sparkplug id (group, edge node, device, host
+// application): non-empty valid UTF-8 without '/', '+' or '#' (Sparkplug
+// 3.0, 4.1.1: each is a topic level). kind names it in the error.
+func CheckSparkplugID(kind, id string) error {
+	if id == "" || !utf8.ValidString(id) || strings.ContainsAny(id, "/+#") {
+		return fmt.Errorf("%s: %q is not a valid Sparkplug id (non-empty UTF-8 without '/', '+' or '#')", kind, id)
+	}
+	return nil
 }
 
 // Payload formats of MQTT_PAYLOAD.
@@ -168,8 +179,10 @@ func (e *Env) loadPayload(getenv func(string) string) []string {
 	e.SparkplugGroupID = getenv("SPARKPLUG_GROUP_ID")
 	e.SparkplugPrimaryHostID = getenv("SPARKPLUG_PRIMARY_HOST_ID")
 	for _, kv := range [][2]string{{"SPARKPLUG_GROUP_ID", e.SparkplugGroupID}, {"SPARKPLUG_PRIMARY_HOST_ID", e.SparkplugPrimaryHostID}} {
-		if strings.ContainsAny(kv[1], "/+#") {
-			problems = append(problems, fmt.Sprintf("%s: %q may not contain '/', '+' or '#' (it is a topic level)", kv[0], kv[1]))
+		if kv[1] != "" {
+			if err := CheckSparkplugID(kv[0], kv[1]); err != nil {
+				problems = append(problems, err.Error())
+			}
 		}
 	}
 	switch v := strings.ToLower(getenv("SPARKPLUG_ALIASES")); v {

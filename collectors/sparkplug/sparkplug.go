@@ -46,7 +46,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -114,15 +113,6 @@ func ConfigFromEnv(e runenv.Env, version string) Config {
 		DataDir: e.DataDir, Interval: e.PollInterval, Version: version,
 		Queue: queue.Config{MaxBytes: e.QueueMaxBytes, MaxAge: e.QueueMaxAge, Sync: e.QueueSync, Policy: e.QueuePolicy},
 	}
-}
-
-// CheckID checks a Sparkplug id (group, edge node, device, host): valid
-// UTF-8, not empty, none of '/', '+', '#' (spec 4.1.1).
-func CheckID(kind, id string) error {
-	if id == "" || !utf8.ValidString(id) || strings.ContainsAny(id, "/+#") {
-		return fmt.Errorf("%s %q is not a valid Sparkplug id (non-empty UTF-8 without '/', '+' or '#')", kind, id)
-	}
-	return nil
 }
 
 // metric is one tag as a Sparkplug metric.
@@ -217,18 +207,18 @@ func New(cfg Config, schema []reading.Device, log *slog.Logger) (*Node, error) {
 		}{}}
 	var problems []string
 	for _, e := range []struct{ kind, id string }{{"group_id", cfg.GroupID}, {"edge node id", n.edge}} {
-		if err := CheckID(e.kind, e.id); err != nil {
+		if err := runenv.CheckSparkplugID(e.kind, e.id); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
 	if cfg.PrimaryHostID != "" {
-		if err := CheckID("primary_host_id", cfg.PrimaryHostID); err != nil {
+		if err := runenv.CheckSparkplugID("primary_host_id", cfg.PrimaryHostID); err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
 	alias := uint64(0)
 	for _, sd := range schema {
-		if err := CheckID("device", sd.Name); err != nil {
+		if err := runenv.CheckSparkplugID("device", sd.Name); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
