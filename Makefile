@@ -14,6 +14,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
 	./collectors/reading:FuzzAppendJSON \
+	./collectors/command:FuzzHandleJSON \
 	./collectors/queue:FuzzDecode \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
