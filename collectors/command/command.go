@@ -269,7 +269,7 @@ func Convert(t reading.Tag, v any) (any, error) {
 			return v, nil
 		}
 	}
-	f, isNum := toFloat(v)
+	f, isNum := reading.AsFloat(v)
 	if !isNum {
 		if t.Type == reading.TypeUnknown {
 			return nil, mismatch("a number, true, false or a string", v)
@@ -390,35 +390,6 @@ func parseNumber(n json.Number) any {
 	return s
 }
 
-// toFloat converts any Go number.
-func toFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int16:
-		return float64(x), true
-	case int8:
-		return float64(x), true
-	case uint32:
-		return float64(x), true
-	case uint16:
-		return float64(x), true
-	case uint8:
-		return float64(x), true
-	}
-	return 0, false
-}
-
 func mismatch(want string, v any) error {
 	got := "null"
 	switch x := v.(type) {
@@ -428,7 +399,7 @@ func mismatch(want string, v any) error {
 	case bool:
 		got = strconv.FormatBool(x)
 	default:
-		if f, ok := toFloat(v); ok {
+		if f, ok := reading.AsFloat(v); ok {
 			got = strconv.FormatFloat(f, 'g', -1, 64)
 		} else {
 			got = fmt.Sprintf("a %T", v)

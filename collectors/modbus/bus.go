@@ -268,16 +268,7 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		d.stats.errors.Add(1)
-		var ex *ExceptionError
-		var fe *FrameError
-		switch {
-		case errors.Is(err, ErrTimeout):
-			d.stats.timeouts.Add(1)
-		case errors.As(err, &ex):
-			d.stats.exceptions.Add(1)
-		case errors.As(err, &fe):
-			d.stats.garbage.Add(1)
+		if d.count(err) {
 			// Warn once per run of bad answers, not on every one.
 			level := slog.LevelDebug
 			if !d.garbled {
@@ -289,6 +280,24 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 			return nil, err
 		}
 	}
+}
+
+// count adds a failed request to the device's counters and reports
+// whether it was a garbage answer.
+func (d *device) count(err error) (garbage bool) {
+	d.stats.errors.Add(1)
+	var ex *ExceptionError
+	var fe *FrameError
+	switch {
+	case errors.Is(err, ErrTimeout):
+		d.stats.timeouts.Add(1)
+	case errors.As(err, &ex):
+		d.stats.exceptions.Add(1)
+	case errors.As(err, &fe):
+		d.stats.garbage.Add(1)
+		return true
+	}
+	return false
 }
 
 func (b *bus) setStatus(d *device, status string) {

@@ -194,19 +194,7 @@ func (b *bus) write(ctx context.Context, d *device, fn byte, data []byte) error 
 		if ctx.Err() != nil {
 			return err
 		}
-		d.stats.errors.Add(1)
-		var ex *ExceptionError
-		switch {
-		case errors.Is(err, ErrTimeout):
-			d.stats.timeouts.Add(1)
-		case errors.As(err, &ex):
-			d.stats.exceptions.Add(1)
-		default:
-			var fe *FrameError
-			if errors.As(err, &fe) {
-				d.stats.garbage.Add(1)
-			}
-		}
+		d.count(err)
 		if !isRetryable(err) || a >= attempts {
 			return err
 		}

@@ -282,8 +282,8 @@ func quality(q reading.Quality) reading.Quality {
 // changed compares two values of one tag: numbers by the deadband, others
 // by equality.
 func changed(old, cur any, deadband float64) bool {
-	a, aNum := number(old)
-	b, bNum := number(cur)
+	a, aNum := reading.AsFloat(old)
+	b, bNum := reading.AsFloat(cur)
 	if aNum && bNum {
 		if math.IsNaN(a) || math.IsNaN(b) {
 			return math.IsNaN(a) != math.IsNaN(b)
@@ -297,22 +297,6 @@ func changed(old, cur any, deadband float64) bool {
 		return true
 	}
 	return old != cur
-}
-
-func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int64:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	}
-	return 0, false
 }
 
 // Heartbeats returns the last published readings of device's on_change

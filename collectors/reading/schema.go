@@ -57,3 +57,33 @@ type Device struct {
 	Name string
 	Tags []Tag
 }
+
+// AsFloat converts any Go number a reading or a command may carry (the
+// int, uint and float kinds) to float64; false for anything else.
+func AsFloat(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case float32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case uint64:
+		return float64(x), true
+	case int:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int16:
+		return float64(x), true
+	case int8:
+		return float64(x), true
+	case uint32:
+		return float64(x), true
+	case uint16:
+		return float64(x), true
+	case uint8:
+		return float64(x), true
+	}
+	return 0, false
+}

@@ -9,7 +9,7 @@ func TestLoadPayload(t *testing.T) {
 	tests := []struct {
 		name string
 		env  map[string]string
-		want Env   // compared on the payload fields
+		want Env    // compared on the payload fields
 		err  string // substring; "" for none
 	}{
 		{"default", nil, Env{Payload: PayloadFieldgate}, ""},

@@ -112,11 +112,11 @@ func setValue(m *pb.Payload_Metric, dt pb.DataType, v any) bool {
 		ok = isUint && (dt == pb.DataType_UInt64 || u <= math.MaxUint32)
 		m.Value = &pb.Payload_Metric_LongValue{LongValue: u}
 	case pb.DataType_Float:
-		f, isNum := asFloat(v)
+		f, isNum := reading.AsFloat(v)
 		ok = isNum
 		m.Value = &pb.Payload_Metric_FloatValue{FloatValue: float32(f)}
 	case pb.DataType_Double:
-		f, isNum := asFloat(v)
+		f, isNum := reading.AsFloat(v)
 		ok = isNum
 		m.Value = &pb.Payload_Metric_DoubleValue{DoubleValue: f}
 	case pb.DataType_String, pb.DataType_Text:
@@ -177,22 +177,6 @@ func asUint(v any) (uint64, bool) {
 		return uint64(x), x >= 0
 	case float64:
 		return uint64(x), x == math.Trunc(x) && x >= 0 && x < 1<<64
-	}
-	return 0, false
-}
-
-func asFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case uint64:
-		return float64(x), true
-	case int:
-		return float64(x), true
 	}
 	return 0, false
 }

@@ -60,12 +60,12 @@ import (
 // Namespace is the first topic level of Sparkplug B.
 const Namespace = "spBv1.0"
 
-// Defaults of Config.
+// Defaults of Config: those of the JSON publisher.
 const (
-	DefaultMaxInFlight  = 256
-	DefaultStopTimeout  = 3 * time.Second
-	DefaultInterval     = 5 * time.Second
-	DefaultReconnectMax = 5 * time.Second
+	DefaultMaxInFlight  = publish.DefaultMaxInFlight
+	DefaultStopTimeout  = publish.DefaultStopTimeout
+	DefaultInterval     = publish.DefaultInterval
+	DefaultReconnectMax = publish.DefaultReconnectMax
 )
 
 // Config says where and as which Edge Node to publish.

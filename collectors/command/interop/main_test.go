@@ -66,7 +66,7 @@ type reply struct {
 func connect(t *testing.T, broker, user string) *operator {
 	t.Helper()
 	o := &operator{t: t, replies: make(chan reply, 100)}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://"+broker).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).
 		SetClientID(fmt.Sprintf("test-%s-%d", user, time.Now().UnixNano())).
 		SetUsername(user).SetPassword(users[user]).SetCleanSession(true)
 	o.c = mqtt.NewClient(opts)

@@ -36,7 +36,9 @@ nodes:
 	testpeer.StartCollector(t, bin, "POLL_INTERVAL=500ms", "MQTT_BROKER="+broker, "GATEWAY_ID=gw1", "COLLECTOR_NAME=ua",
 		"COLLECTOR_CONFIG="+cfg, "DATA_DIR="+filepath.Join(t.TempDir(), "data"), "MQTT_PAYLOAD=sparkplug")
 	isUA := func(kind, device string) func(testpeer.SparkplugMessage) bool {
-		return func(m testpeer.SparkplugMessage) bool { return m.Edge == "gw1-ua" && m.Kind == kind && m.Device == device }
+		return func(m testpeer.SparkplugMessage) bool {
+			return m.Edge == "gw1-ua" && m.Kind == kind && m.Device == device
+		}
 	}
 	db := host.WaitFor(wait, "DBIRTH boiler1", isUA("DBIRTH", "boiler1"))
 	want := map[string]string{"setpoint": "Double", "counter": "Int32", "running": "Boolean", "total": "UInt64",
