@@ -129,6 +129,7 @@ func TestViewGolden(t *testing.T) {
 		{"narrow", func() Model { return newTestModel(60, 40) }},
 		{"filtering", func() Model { return keys(newTestModel(120, 40), "/", "v", "o", "l", "t") }},
 		{"filtered", func() Model { return keys(newTestModel(120, 40), "/", "d", ":", "m", "e", "t", "e", "r", "2", "enter") }},
+		{"typed-at-once", func() Model { return keys(newTestModel(120, 40), "/d:meter2", "enter") }},
 		{"nomatch", func() Model { return keys(newTestModel(120, 40), "/", "z", "z", "enter") }},
 		{"stale", func() Model {
 			m := newTestModel(120, 40)
