@@ -466,10 +466,11 @@ func (g grid) line(cells []string, style func(col int) lipgloss.Style, maxWidth 
 			b.WriteString(strings.Repeat(" ", g.widths[i]-lipgloss.Width(c)+2))
 		}
 	}
+	line := strings.TrimRight(b.String(), " ")
 	if maxWidth > 0 {
-		return ansi.Truncate(b.String(), maxWidth, "…")
+		return ansi.Truncate(line, maxWidth, "…")
 	}
-	return b.String()
+	return line
 }
 
 // tagTable is the page of tag rows from the offset.
