@@ -97,7 +97,6 @@ type Model struct {
 
 	now       time.Time
 	conn      ConnMsg
-	connSeen  bool
 	supErr    string
 	filtering bool
 	filter    Filter
@@ -161,7 +160,7 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, tick()
 	case ConnMsg:
-		m.conn, m.connSeen = msg, true
+		m.conn = msg
 	case SupervisorMsg:
 		m.supErr = ""
 		if msg.Err != nil {
@@ -317,7 +316,6 @@ func (m Model) titleLine() string {
 		conn = m.sty.good.Render("connected")
 	case m.conn.Err != "":
 		conn = m.sty.bad.Render("disconnected: " + m.conn.Err)
-	case !m.connSeen:
 	}
 	parts = append(parts, "broker "+m.broker+" "+conn, m.now.Format("15:04:05"))
 	return strings.Join(parts, " · ")
