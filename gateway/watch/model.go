@@ -248,8 +248,7 @@ func (m Model) FilterText() string { return m.input.Value() }
 // clampOffset keeps the last page full: the offset runs from 0 to the
 // number of rows minus the rows that fit.
 func (m Model) clampOffset(o int) int {
-	n := len(m.state.Rows(m.filter, m.now))
-	return max(min(o, n-m.pageSize()), 0)
+	return max(min(o, m.state.Count(m.filter)-m.pageSize()), 0)
 }
 
 // pageSize is the number of tag rows that fit, or all of them when the
@@ -445,14 +444,25 @@ type grid struct {
 func newGrid(headers []string, data [][]string) grid {
 	w := make([]int, len(headers))
 	for i, h := range headers {
-		w[i] = lipgloss.Width(h)
+		w[i] = cellWidth(h)
 	}
 	for _, row := range data {
 		for i, c := range row {
-			w[i] = max(w[i], lipgloss.Width(c))
+			w[i] = max(w[i], cellWidth(c))
 		}
 	}
 	return grid{widths: w}
+}
+
+// cellWidth is the width of s on a terminal; names and values are mostly
+// ASCII, which needs no grapheme segmentation.
+func cellWidth(s string) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return lipgloss.Width(s)
+		}
+	}
+	return len(s)
 }
 
 // line renders one row, cut to maxWidth when that is positive.
@@ -461,7 +471,7 @@ func (g grid) line(cells []string, style func(col int) lipgloss.Style, maxWidth 
 	for i, c := range cells {
 		b.WriteString(style(i).Render(c))
 		if i < len(cells)-1 {
-			b.WriteString(strings.Repeat(" ", g.widths[i]-lipgloss.Width(c)+2))
+			b.WriteString(strings.Repeat(" ", g.widths[i]-cellWidth(c)+2))
 		}
 	}
 	line := strings.TrimRight(b.String(), " ")

@@ -104,7 +104,11 @@ type State struct {
 	// staleAfter, when set, replaces StaleFactor × interval.
 	staleAfter time.Duration
 
-	tags       map[tagKey]*Tag
+	tags map[tagKey]*Tag
+	// order lists the tag keys sorted (by gateway, collector, device, tag)
+	// when sorted is set: new tags are rare, views are many.
+	order      []tagKey
+	sorted     bool
 	devices    map[deviceKey]*deviceClock
 	collectors map[collectorKey]*Collector
 	gateways   map[string]*Gateway
@@ -244,6 +248,8 @@ func (s *State) applyBatch(gateway, collector, device string, m Message) error {
 		if t == nil {
 			t = &Tag{Gateway: gateway, Collector: collector, Device: device, Name: r.Tag}
 			s.tags[k] = t
+			s.order = append(s.order, k)
+			s.sorted = false
 		} else if ts.Before(t.TS) {
 			// A backlog drained after an outage arrives after live data:
 			// it must not replace a newer value.
@@ -398,8 +404,15 @@ type Row struct {
 // Rows returns the tags that match filter (see Filter), sorted by gateway,
 // collector, device and tag, as seen at now.
 func (s *State) Rows(f Filter, now time.Time) []Row {
+	if !s.sorted {
+		slices.SortFunc(s.order, func(a, b tagKey) int {
+			return cmpStrings(a.gateway, b.gateway, a.collector, b.collector, a.device, b.device, a.tag, b.tag)
+		})
+		s.sorted = true
+	}
 	out := make([]Row, 0, len(s.tags))
-	for k, t := range s.tags {
+	for _, k := range s.order {
+		t := s.tags[k]
 		if !f.Match(t) {
 			continue
 		}
@@ -412,10 +425,18 @@ func (s *State) Rows(f Filter, now time.Time) []Row {
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b Row) int {
-		return cmpStrings(a.Gateway, b.Gateway, a.Collector, b.Collector, a.Device, b.Device, a.Name, b.Name)
-	})
 	return out
+}
+
+// Count is the number of tags that match f.
+func (s *State) Count(f Filter) int {
+	n := 0
+	for _, t := range s.tags {
+		if f.Match(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // Len is the number of tags seen.
