@@ -48,6 +48,9 @@ cleanup() {
     kill -KILL $left 2>/dev/null
   fi
   grep " $DIR/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  # runc keeps its state under /run/containerd/runc/<namespace> whatever
+  # containerd's state dir: drop the namespace's directory once it is empty.
+  rmdir "/run/containerd/runc/$NAMESPACE" 2>/dev/null
   echo "demo: stopped; logs and config in $DIR"
 }
 # Ctrl-C or TERM end the script, and EXIT cleans up once, whatever the path.
