@@ -37,6 +37,14 @@ type Config struct {
 	// TCP is the listen address of Modbus TCP, e.g. "127.0.0.1:5020" or
 	// "127.0.0.1:0" (see Addr). Empty: no TCP.
 	TCP string
+	// TCPHosts serves Modbus TCP on this many consecutive IPv4 addresses
+	// starting at TCP's host, leaving out host parts .0 and .255 (127.0.1.1,
+	// …, 127.0.1.254, 127.0.2.1, …), all on one port: a plant of PLCs on
+	// one machine, since Linux routes all of 127.0.0.0/8 to the loopback
+	// interface. With port 0 the first address picks a free port and the
+	// others take the same. Every address serves the same units. 0 or 1:
+	// the one address TCP.
+	TCPHosts int
 	// RTU is the serial device (/dev/ttyUSB0) or pty (/dev/pts/N) to serve
 	// Modbus RTU on. Empty: no RTU.
 	RTU string
@@ -138,6 +146,13 @@ func NewModbus(cfg Config, opts ...Option) (*Modbus, error) {
 	var errs []error
 	if cfg.TCP == "" && cfg.RTU == "" {
 		errs = append(errs, errors.New("no transport: set TCP (listen address) and/or RTU (serial device)"))
+	}
+	if cfg.TCPHosts > 1 {
+		if _, err := hostRange(cfg.TCP, cfg.TCPHosts); err != nil {
+			errs = append(errs, err)
+		}
+	} else if cfg.TCPHosts < 0 {
+		errs = append(errs, fmt.Errorf("invalid tcp host count %d (want 1 or more)", cfg.TCPHosts))
 	}
 	s := &cfg.Serial
 	if s.Baud == 0 {
@@ -306,14 +321,16 @@ func (m *Modbus) Run(ctx context.Context) error {
 func (m *Modbus) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if m.cfg.TCP != "" {
-		ln, err := listenTCP(ctx, m.cfg.TCP)
+		lns, err := m.listen(ctx)
 		if err != nil {
-			return fmt.Errorf("devsim modbus: listen tcp %q: %w", m.cfg.TCP, err)
+			return err
 		}
-		a := ln.Addr().String()
+		a := lns[0].Addr().String()
 		m.addr.Store(&a)
-		m.log.Info("modbus tcp listening", "addr", a, "units", m.unitList())
-		g.Go(func() error { return m.serveTCP(ctx, ln) })
+		m.log.Info("modbus tcp listening", "addr", a, "addresses", len(lns), "units", m.unitList())
+		for _, ln := range lns {
+			g.Go(func() error { return m.serveTCP(ctx, ln) })
+		}
 	}
 	if m.cfg.RTU != "" {
 		p, err := m.openSerial()
@@ -349,7 +366,8 @@ func (m *Modbus) WaitReady(ctx context.Context) error {
 }
 
 // Addr is the TCP listen address once Run has opened it ("127.0.0.1:40123"
-// for a ":0" port), "" before or without TCP.
+// for a ":0" port), "" before or without TCP. With TCPHosts it is the first
+// address; the others follow as HostRange says, on the same port.
 func (m *Modbus) Addr() string {
 	if p := m.addr.Load(); p != nil {
 		return *p

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -15,6 +17,64 @@ import (
 func listenTCP(ctx context.Context, addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	return lc.Listen(ctx, "tcp", addr)
+}
+
+// listen opens Config.TCP, or the TCPHosts addresses from it on one port.
+// On a failure every listener opened is closed again.
+func (m *Modbus) listen(ctx context.Context) ([]net.Listener, error) {
+	first, err := listenTCP(ctx, m.cfg.TCP)
+	if err != nil {
+		return nil, fmt.Errorf("devsim modbus: listen tcp %q: %w", m.cfg.TCP, err)
+	}
+	lns := []net.Listener{first}
+	if m.cfg.TCPHosts <= 1 {
+		return lns, nil
+	}
+	hosts, err := hostRange(m.cfg.TCP, m.cfg.TCPHosts)
+	if err != nil {
+		first.Close()
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(first.Addr().String())
+	for _, h := range hosts[1:] {
+		addr := net.JoinHostPort(h, port)
+		ln, err := listenTCP(ctx, addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("devsim modbus: listen tcp %q: %w", addr, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// HostRange lists the n IPv4 addresses a simulator with TCPHosts n serves
+// from the host of hostport: consecutive addresses leaving out those whose
+// last byte is 0 or 255.
+func HostRange(hostport string, n int) ([]string, error) { return hostRange(hostport, n) }
+
+func hostRange(hostport string, n int) ([]string, error) {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("tcp address %q: %w", hostport, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.Is4() {
+		return nil, fmt.Errorf("tcp address %q: several hosts need an IPv4 address such as 127.0.1.1", hostport)
+	}
+	out := make([]string, 0, n)
+	for a := ip; len(out) < n; a = a.Next() {
+		if !a.IsValid() || (a.As4()[0] != ip.As4()[0]) {
+			return nil, fmt.Errorf("tcp address %q: %d hosts run past %d.255.255.255", hostport, n, ip.As4()[0])
+		}
+		if last := a.As4()[3]; (last == 0 || last == 255) && len(out) > 0 {
+			continue
+		}
+		out = append(out, a.String())
+	}
+	return out, nil
 }
 
 // serveTCP accepts connections until ctx is done; each connection is served

@@ -180,3 +180,22 @@ func TestProfilesCommand(t *testing.T) {
 		t.Errorf("profile table lacks the frequency row:\n%s", out.String())
 	}
 }
+
+func TestModbusTCPHosts(t *testing.T) {
+	out, stop := startRun(t, "modbus", "--tcp", "127.0.7.1:0", "--tcp-hosts", "260", "--unit", "1=eastron-sdm120")
+	hostsRe := regexp.MustCompile(`tcp listening on 127\.0\.7\.1:(\d+), 260 addresses to 127\.0\.8\.6:(\d+),`)
+	testpeer.WaitFor(t, 10*time.Second, "devsim to report its addresses", func() bool { return hostsRe.MatchString(out.String()) })
+	m := hostsRe.FindStringSubmatch(out.String())
+	if m[1] != m[2] {
+		t.Fatalf("first and last address on different ports: %s", m[0])
+	}
+	h := modbus.NewTCPClientHandler("127.0.8.6:" + m[1])
+	h.SlaveId, h.Timeout = 1, 2*time.Second
+	defer h.Close()
+	if _, err := modbus.NewClient(h).ReadInputRegisters(0, 2); err != nil {
+		t.Fatalf("read from the last address: %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("run after cancel: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -38,6 +39,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		maxRegs  int
 	)
 	fs.StringVar(&cfg.TCP, "tcp", "", "serve Modbus TCP on `HOST:PORT` (port 0: any free port)")
+	fs.IntVar(&cfg.TCPHosts, "tcp-hosts", 1, "serve Modbus TCP on `N` consecutive IPv4 addresses from --tcp's host, leaving out .0 and .255 (127.0.1.1 … 127.0.4.238 for 1000), all on --tcp's port")
 	fs.StringVar(&cfg.RTU, "rtu", "", "serve Modbus RTU on serial `DEVICE` (/dev/ttyUSB0, or a pty such as /dev/pts/3)")
 	fs.IntVar(&cfg.Serial.Baud, "baud", 19200, "RTU baud rate")
 	fs.IntVar(&cfg.Serial.DataBits, "data-bits", 8, "RTU data bits (7, 8)")
@@ -142,7 +144,13 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		desc = append(desc, d)
 	}
 	if cfg.TCP != "" {
-		fmt.Fprintf(stdout, "devsim modbus: tcp listening on %s, units %s\n", sim.Addr(), strings.Join(desc, " "))
+		where := sim.Addr()
+		if cfg.TCPHosts > 1 {
+			hosts, _ := devsim.HostRange(where, cfg.TCPHosts)
+			_, port, _ := net.SplitHostPort(where)
+			where = fmt.Sprintf("%s, %d addresses to %s", where, len(hosts), net.JoinHostPort(hosts[len(hosts)-1], port))
+		}
+		fmt.Fprintf(stdout, "devsim modbus: tcp listening on %s, units %s\n", where, strings.Join(desc, " "))
 	}
 	if cfg.RTU != "" {
 		wire := ""
