@@ -45,37 +45,57 @@ type device struct {
 	retryAt time.Time
 	status  string
 	stats   deviceCounters
-	cycleN  uint64 // the bus cycle of the last batch
-	garbled bool   // a garbage answer was logged since the last good one
+	cycleN  uint64            // the bus cycle of the last batch
+	garbled bool              // a garbage answer was logged since the last good one
+	rs      []reading.Reading // the batch's readings, reused every poll (see Sink)
 }
 
-// run polls at a fixed rate on the schedule start + k*interval. A cycle that
-// is still running when its successor is due makes the successor skipped
-// (counted per device), never queued.
-func (b *bus) run(ctx context.Context, start time.Time) error {
-	clk, interval := b.p.clock, b.p.interval
-	next := start
+// readings returns the device's reading slice with every tag reset to no
+// value at ts.
+func (d *device) readings(ts time.Time) []reading.Reading {
+	tags := d.dev.Tags
+	if len(d.rs) != len(tags) {
+		d.rs = make([]reading.Reading, len(tags))
+	}
+	for i := range d.rs {
+		d.rs[i] = reading.Reading{Tag: tags[i].Name, Unit: tags[i].Unit, TS: ts}
+	}
+	return d.rs
+}
+
+// run polls on the grid first + k×interval (see Scheduling in
+// schedule.go): a cycle that ends past the next slot is followed at once by
+// the next, serving the latest slot that passed; the slots it ran past
+// entirely are skipped (counted per device), never queued.
+func (b *bus) run(ctx context.Context, first time.Time) error {
+	clk, interval, sched := b.p.clock, b.p.interval, &b.p.sched
+	slot := first
 	for {
-		if err := b.wait(ctx, next); err != nil {
+		if err := b.wait(ctx, slot); err != nil {
 			return err
 		}
+		sched.late.add(clk.Now().Sub(slot))
 		if err := b.cycle(ctx); err != nil {
 			return err
 		}
-		next = next.Add(interval)
-		if late := clk.Now().Sub(next); late > 0 {
-			missed := uint64(late/interval) + 1
-			next = next.Add(time.Duration(missed) * interval)
-			for _, d := range b.devices {
-				d.stats.skipped.Add(missed)
-			}
-			if !b.overrun {
-				b.log.Warn("poll cycle overran the interval; skipping cycles", "interval", interval, "skipped", missed)
-			}
-			b.overrun = true
-		} else {
+		sched.cycles.Add(1)
+		slot = slot.Add(interval)
+		late := clk.Now().Sub(slot)
+		if late <= 0 {
 			b.overrun = false
+			continue
 		}
+		missed := uint64(late / interval)
+		slot = slot.Add(time.Duration(missed) * interval)
+		sched.overruns.Add(1)
+		sched.skipped.Add(missed)
+		for _, d := range b.devices {
+			d.stats.skipped.Add(missed)
+		}
+		if !b.overrun {
+			b.log.Warn("poll cycle overran the interval; polling back to back", "interval", interval, "late", late)
+		}
+		b.overrun = true
 	}
 }
 
@@ -139,10 +159,9 @@ func (b *bus) linkFailed(ctx context.Context, err error) error {
 		if d.cycleN == b.cycleN {
 			continue // answered before the link broke: one batch per poll
 		}
-		rs := make([]reading.Reading, len(d.dev.Tags))
+		rs := d.readings(now)
 		for i := range rs {
-			t := &d.dev.Tags[i]
-			rs[i] = reading.Reading{Tag: t.Name, Unit: t.Unit, Quality: reading.Bad, Error: msg, TS: now}
+			rs[i].Quality, rs[i].Error = reading.Bad, msg
 		}
 		d.stats.polls.Add(1)
 		if err := b.publish(ctx, d, now, rs); err != nil {
@@ -159,10 +178,7 @@ func (b *bus) pollOne(ctx context.Context, d *device) error {
 	clk := b.p.clock
 	now := clk.Now()
 	tags := d.dev.Tags
-	rs := make([]reading.Reading, len(tags))
-	for i := range rs {
-		rs[i] = reading.Reading{Tag: tags[i].Name, Unit: tags[i].Unit, TS: now}
-	}
+	rs := d.readings(now)
 	for _, i := range d.plan.Skipped() {
 		rs[i].Quality, rs[i].Error = reading.Bad, "tag cannot be addressed"
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -209,6 +210,7 @@ func newChanSink() *chanSink {
 func (s *chanSink) Publish(_ context.Context, b reading.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	b.Readings = slices.Clone(b.Readings) // the poller reuses them
 	s.batches[b.Device] = append(s.batches[b.Device], b)
 	return nil
 }

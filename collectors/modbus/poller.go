@@ -19,8 +19,10 @@ import (
 // implements it. Its methods are called from every link's goroutine
 // concurrently; Publish should not block for long, it holds up its link.
 type Sink interface {
-	// Publish takes one batch: one device, one poll. The batch and its
-	// readings are not touched by the poller afterwards.
+	// Publish takes one batch: one device, one poll. It must not keep
+	// b.Readings after it returns: the poller reuses the slice for the
+	// device's next poll (copy what is kept; the values, strings and times
+	// in it are never changed).
 	Publish(ctx context.Context, b reading.Batch) error
 	// SetDeviceStatus sets a device's status: "ok" or "error: <reason>".
 	SetDeviceStatus(device, status string)
@@ -41,6 +43,10 @@ type Poller struct {
 	// filter applies the tags' report by exception; nil when every tag
 	// publishes always.
 	filter *rbe.Filter
+	sched  schedStats
+	// aligned starts every link at the same instant instead of spreading
+	// them over the interval (tests).
+	aligned bool
 }
 
 // Option configures a Poller.
@@ -49,6 +55,13 @@ type Option func(*pollerOptions)
 type pollerOptions struct {
 	transport func(link string) (Transport, error)
 	clock     clock
+	aligned   bool
+}
+
+// withAlignedStart starts every link's first cycle at once (tests that
+// want every link on one grid).
+func withAlignedStart() Option {
+	return func(o *pollerOptions) { o.aligned = true }
 }
 
 // withTransport replaces the real transports (tests): the factory gets the
@@ -108,7 +121,7 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 		return nil, fmt.Errorf("retries %d must not be negative", cfg.Retries)
 	}
 
-	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock, byName: map[string]devRef{}}
+	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock, byName: map[string]devRef{}, aligned: o.aligned}
 	if f := rbe.New(cfg.Rules(), rbe.WithTolerance(interval/2)); f.Active() {
 		p.filter = f
 	}
@@ -177,14 +190,19 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 
 // Run polls until ctx is cancelled, then closes the links and returns nil.
 // A failing device, link or Publish never ends Run (failures are published,
-// logged and counted).
+// logged and counted). The links' first cycles are spread evenly over the
+// first interval (see Scheduling in schedule.go).
 func (p *Poller) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	start := p.clock.Now()
-	for _, b := range p.buses {
+	for i, b := range p.buses {
+		first := start
+		if !p.aligned {
+			first = start.Add(p.interval * time.Duration(i) / time.Duration(len(p.buses)))
+		}
 		g.Go(func() error {
 			defer b.tr.Close()
-			return b.run(ctx, start)
+			return b.run(ctx, first)
 		})
 	}
 	err := g.Wait()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -155,6 +156,7 @@ type recordSink struct {
 func (s *recordSink) Publish(ctx context.Context, b reading.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	b.Readings = slices.Clone(b.Readings) // the poller reuses them
 	s.batches = append(s.batches, b)
 	if s.stop != nil && s.stop(b) {
 		s.cancel()
@@ -401,27 +403,100 @@ func TestPollerRetriesATimeout(t *testing.T) {
 	}
 }
 
-func TestPollerSkipsOverrunCyclesWithoutQueueing(t *testing.T) {
+// TestPollerOverrunPollsBackToBack: a 250 ms read on a 100 ms interval
+// runs back to back — the next cycle starts when the last ends, serving the
+// latest slot that passed — with the time of the actual reads, and the
+// overruns, skipped slots and lateness counted.
+func TestPollerOverrunPollsBackToBack(t *testing.T) {
 	clk := newSimClock()
 	start := clk.Now()
-	ft := &fakeTransport{clk: clk, cost: 250 * time.Millisecond, timeout: time.Second,
+	cost, interval := 250*time.Millisecond, 100*time.Millisecond
+	ft := &fakeTransport{clk: clk, cost: cost, timeout: time.Second,
 		units: map[byte]*fakeUnit{1: {regs: map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}}}}
-	interval := 100 * time.Millisecond
 	sink, p := runSim(t, simConfig(Device{Name: "m", UnitID: 1, Tags: []Tag{u16Tag("x", 0)}}), interval, ft,
 		func(b reading.Batch) bool { return b.TS.Sub(start) >= 3*time.Second })
 	bs := sink.of("m")
 	for i, b := range bs {
-		if off := b.TS.Sub(start); off%interval != 0 {
-			t.Errorf("batch %d at +%v, off the %v grid", i, off, interval)
+		if want := start.Add(time.Duration(i) * cost); !b.TS.Equal(want) {
+			t.Errorf("batch %d at +%v, want +%v (back to back)", i, b.TS.Sub(start), want.Sub(start))
 		}
-		if i > 0 && b.TS.Sub(bs[i-1].TS) != 3*interval {
-			t.Errorf("batch %d came %v after the previous, want %v (cycle of 250ms skips 2 ticks)",
-				i, b.TS.Sub(bs[i-1].TS), 3*interval)
+		if r := b.Readings[0]; !r.TS.Equal(b.TS.Add(cost)) || r.Quality != reading.Good {
+			t.Errorf("batch %d: reading %+v, want good at the answer, +%v", i, r, b.TS.Add(cost).Sub(start))
 		}
 	}
-	// Every cycle, the last one included, overran by two ticks.
-	if st := p.Stats()[0]; int(st.Skipped) != 2*len(bs) {
-		t.Errorf("skipped %d, want %d", st.Skipped, 2*len(bs))
+	n := uint64(len(bs))
+	// After n cycles of 250 ms the schedule stands at slot ⌊2.5 n⌋: every
+	// slot before it was either polled or skipped.
+	wantSkipped := n*uint64(cost)/uint64(interval) - n
+	ps := p.PollStats()
+	if ps.Cycles != n || ps.Overruns != n || ps.Skipped != wantSkipped {
+		t.Errorf("poll stats %+v, want %d cycles, %d overruns, %d skipped", ps, n, n, wantSkipped)
+	}
+	if st := p.Stats()[0]; st.Skipped != wantSkipped {
+		t.Errorf("device skipped %d, want %d", st.Skipped, wantSkipped)
+	}
+	// Cycles start 0 or 50 ms after their slot.
+	if ps.LateMax < 50*time.Millisecond || ps.LateMax > 57*time.Millisecond || ps.LateP50 > 57*time.Millisecond {
+		t.Errorf("lateness p50 %v max %v, want at most 50 ms (+12.5 %% histogram)", ps.LateP50, ps.LateMax)
+	}
+}
+
+// TestPollerOverrunKeepsDevicesInTurn: three devices whose reads take a
+// whole interval each share one line; back to back, each is polled once
+// per cycle, in turn.
+func TestPollerOverrunKeepsDevicesInTurn(t *testing.T) {
+	clk := newSimClock()
+	start := clk.Now()
+	interval := 100 * time.Millisecond
+	regs := map[byte]map[uint16]uint16{fnReadHoldingRegisters: hr(0)}
+	ft := &fakeTransport{clk: clk, cost: interval, timeout: time.Second,
+		units: map[byte]*fakeUnit{1: {regs: regs}, 2: {regs: regs}, 3: {regs: regs}}}
+	mk := func(name string, unit int) Device {
+		return Device{Name: name, UnitID: unit, Tags: []Tag{u16Tag("x", 0)}}
+	}
+	sink, p := runSim(t, simConfig(mk("a", 1), mk("b", 2), mk("c", 3)), interval, ft,
+		func(b reading.Batch) bool { return b.TS.Sub(start) >= 6*time.Second })
+	var order strings.Builder
+	for i, b := range sink.batches {
+		order.WriteString(b.Device)
+		if want := start.Add(time.Duration(i) * interval); !b.TS.Equal(want) {
+			t.Errorf("batch %d (%s) at +%v, want +%v: the line idles", i, b.Device, b.TS.Sub(start), want.Sub(start))
+		}
+	}
+	if got := order.String(); got != strings.Repeat("abc", len(got)/3)+"abc"[:len(got)%3] {
+		t.Errorf("poll order %s, want abc repeated", got)
+	}
+	if ps := p.PollStats(); ps.Overruns == 0 || ps.Overruns != ps.Cycles {
+		t.Errorf("poll stats %+v: every cycle overran", ps)
+	}
+}
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	if h.quantile(0.99) != 0 {
+		t.Error("empty histogram has a quantile")
+	}
+	for us := 1; us <= 1000; us++ {
+		h.add(time.Duration(us) * time.Microsecond)
+	}
+	h.add(-time.Second) // a clock step backwards counts as on time
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, 1000 * time.Microsecond}} {
+		got := h.quantile(tc.q)
+		if got < tc.want || float64(got) > 1.125*float64(tc.want)+float64(time.Microsecond) {
+			t.Errorf("quantile(%v) = %v, want %v..+12.5 %%", tc.q, got, tc.want)
+		}
+	}
+	for us := uint64(0); us < 1<<20; us = us*9/8 + 1 {
+		i := histBucket(us)
+		if lo := histUpper(i - 1); i > 0 && (us < lo || us >= histUpper(i)) {
+			t.Fatalf("%d µs in bucket %d = [%d, %d)", us, i, lo, histUpper(i))
+		}
+	}
+	if histBucket(^uint64(0)) != histBuckets-1 {
+		t.Errorf("largest value in bucket %d of %d", histBucket(^uint64(0)), histBuckets)
 	}
 }
 

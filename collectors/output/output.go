@@ -73,6 +73,15 @@ func (o *Output) SetTagType(device, tag string, t reading.DataType) {
 	}
 }
 
+// ReportPolling puts a polling engine's schedule figures (overruns, skipped
+// slots, lateness) in the collector status. The Sparkplug output has no
+// collector status message of that form and ignores them.
+func (o *Output) ReportPolling(poll func() publish.PollStatus) {
+	if o.pub != nil {
+		o.pub.ReportPolling(poll)
+	}
+}
+
 // Run runs the output alone (Serve runs it with an engine).
 func (o *Output) Run(ctx context.Context) error { return o.out.Run(ctx) }
 

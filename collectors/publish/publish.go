@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -128,6 +129,8 @@ type Publisher struct {
 	published uint64
 	statusDue chan struct{}
 	handlers  []handler // subscriptions made on every connection (Handle)
+	poll      atomic.Pointer[func() PollStatus]
+	pollShown pollTracker // statusLoop's
 }
 
 // New validates cfg, reads the password and TLS files, and opens the seq
@@ -571,6 +574,7 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 		case <-p.statusDue:
 			due = true
 		case <-tick.C:
+			due = due || p.pollShown.due(p.pollStatus(), time.Now())
 		}
 		if !due || !p.client.IsConnectionOpen() {
 			continue
@@ -614,7 +618,8 @@ func (p *Publisher) writeStatusFile(state string) {
 	q := p.queue.Stats()
 	fs := FileStatus{
 		Status: Status{State: state, TS: time.Now().UnixMilli(), Version: p.cfg.Version, Devices: p.deviceStates(),
-			Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}},
+			Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected},
+			Poll:  p.pollStatus()},
 		MQTT: MQTTStatus{Broker: p.cfg.Broker, Connected: st.Connected, LastError: st.LastError, Published: st.Published},
 	}
 	b, err := json.Marshal(fs)
@@ -639,6 +644,8 @@ type Status struct {
 	Version string            `json:"version"`
 	Devices map[string]string `json:"devices,omitempty"`
 	Queue   *QueueStatus      `json:"queue,omitempty"`
+	// Poll is a polling engine's schedule (ReportPolling).
+	Poll *PollStatus `json:"poll,omitempty"`
 }
 
 // QueueStatus is the outbound queue's part of the status: batches waiting and
@@ -657,6 +664,8 @@ func (p *Publisher) statusPayload(state string, ts time.Time, devices map[string
 		st.TS = ts.UnixMilli()
 		q := p.queue.Stats()
 		st.Queue = &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}
+		st.Poll = p.pollStatus()
+		p.pollShown.shownAt(st.Poll, ts)
 	}
 	b, _ := json.Marshal(st)
 	return b

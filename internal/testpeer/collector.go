@@ -115,6 +115,14 @@ func (c *Collector) signal(sig syscall.Signal) {
 	c.cmd = nil
 }
 
+// Pid is the running collector's process id, 0 when it is not running.
+func (c *Collector) Pid() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // Output is what the collector printed so far.
 func (c *Collector) Output() string { return c.Log.String() }
 

@@ -25,6 +25,7 @@ import (
 
 	"fieldgate/collectors/modbus"
 	"fieldgate/collectors/output"
+	"fieldgate/collectors/publish"
 	"fieldgate/collectors/runenv"
 )
 
@@ -97,6 +98,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err := out.EnableWrites(poller); err != nil {
 		return err
 	}
+	out.ReportPolling(func() publish.PollStatus { return pollStatus(poller.PollStats()) })
 	log.Info("modbus collector starting", "version", version, "config", env.ConfigPath,
 		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval,
 		"broker", env.Broker, "payload", env.Payload)
@@ -107,6 +109,16 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 			"errors", st.Errors, "timeouts", st.Timeouts, "exceptions", st.Exceptions,
 			"garbage", st.Garbage, "skipped_cycles", st.Skipped, "backed_off_cycles", st.BackedOff)
 	}
+	ps := poller.PollStats()
+	log.Info("poll schedule", "cycles", ps.Cycles, "overruns", ps.Overruns, "skipped", ps.Skipped,
+		"late_p50", ps.LateP50, "late_p99", ps.LateP99, "late_max", ps.LateMax)
 	log.Info("stopped")
 	return err
+}
+
+// pollStatus is the status's "poll" object.
+func pollStatus(ps modbus.PollStats) publish.PollStatus {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return publish.PollStatus{Cycles: ps.Cycles, Overruns: ps.Overruns, Skipped: ps.Skipped,
+		LateP50Ms: ms(ps.LateP50), LateP99Ms: ms(ps.LateP99), LateMaxMs: ms(ps.LateMax)}
 }

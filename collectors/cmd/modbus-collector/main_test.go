@@ -158,7 +158,10 @@ devices:
 	}
 	waitStatus(t, status, func(st map[string]any) bool {
 		devs, _ := st["devices"].(map[string]any)
-		return st["state"] == "online" && devs["meter1"] == "ok"
+		poll, _ := st["poll"].(map[string]any) // the schedule's figures
+		_, hasOverruns := poll["overruns"]
+		_, hasLate := poll["late_p99_ms"]
+		return st["state"] == "online" && devs["meter1"] == "ok" && hasOverruns && hasLate
 	})
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
