@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -130,6 +131,23 @@ type countSink struct {
 	buf      []byte
 	first    chan struct{}
 	once     atomic.Bool
+	// perDevice counts readings by device when it is not nil.
+	mu        sync.Mutex
+	perDevice map[string]int64
+}
+
+// spread is the fewest and the most readings of one device.
+func (s *countSink) spread() (lo, hi int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lo = -1
+	for _, n := range s.perDevice {
+		if lo < 0 || n < lo {
+			lo = n
+		}
+		hi = max(hi, n)
+	}
+	return lo, hi
 }
 
 func (s *countSink) Publish(_ context.Context, b reading.Batch) error {
@@ -142,6 +160,11 @@ func (s *countSink) Publish(_ context.Context, b reading.Batch) error {
 		}
 	}
 	s.readings.Add(int64(len(b.Readings)))
+	if s.perDevice != nil {
+		s.mu.Lock()
+		s.perDevice[b.Device] += int64(len(b.Readings))
+		s.mu.Unlock()
+	}
 	if s.once.CompareAndSwap(false, true) {
 		close(s.first)
 	}
@@ -229,32 +252,54 @@ func benchmarkTCP(b *testing.B, encode bool) {
 func BenchmarkTCPPoll(b *testing.B)       { benchmarkTCP(b, false) }
 func BenchmarkTCPPollEncode(b *testing.B) { benchmarkTCP(b, true) }
 
-// BenchmarkRTUWire: devsim on a socat pty emulating a 19200 baud line,
-// one unit with 500 holding registers read as 4 full 125-register
-// requests. One op is one register; "wire-%" is the share of the line's
-// limit of 808 registers/s (125 registers per 8+255 bytes plus two
-// 3.5-character silences, 11 bits a character).
-func BenchmarkRTUWire(b *testing.B) {
+// rtuWireLimit is what a 19200 baud line carries at most in full
+// 125-register reads: 808 registers/s (8 request and 255 answer bytes plus
+// two 3.5-character silences per read, 11 bits a character).
+const rtuWireLimit = 19200.0 / 11 / (8 + 255 + 7) * 125
+
+// benchmarkRTUWire: devsim on a socat pty emulating a 19200 baud line,
+// units devices of 125×reads holding registers each, read in full
+// 125-register requests every interval. One op is one register; "wire-%"
+// is the share of the line's limit. With several devices "fair-%" is the
+// least-polled device's readings over the most-polled one's.
+func benchmarkRTUWire(b *testing.B, units, reads int, interval time.Duration) {
 	testpeer.Require(b, "socat")
 	master, slave := testpeer.PtyPair(b)
-	startSim(b, simSpec{RTU: slave, Baud: 19200, Emulate: true, Units: []uint8{1}, Profile: "fieldgate-bench"})
-	var tags strings.Builder
-	for a := 0; a < 500; a++ {
-		fmt.Fprintf(&tags, "      - {name: h%03d, table: holding_register, address: %d, type: uint16}\n", a, a)
+	ids := make([]uint8, units)
+	for i := range ids {
+		ids[i] = uint8(i + 1)
 	}
-	cfg := loadBenchConfig(b, fmt.Sprintf(`transport: rtu
-serial: {port: %s, baud: 19200}
-timeout: 1s
-devices:
-  - name: bench1
-    unit_id: 1
-    tags:
-%s`, master, tags.String()))
-	rate, _ := runBench(b, cfg, time.Millisecond, &countSink{})
-	const wireLimit = 19200.0 / 11 / (8 + 255 + 7) * 125 // 808 registers/s
+	startSim(b, simSpec{RTU: slave, Baud: 19200, Emulate: true, Units: ids, Profile: "fieldgate-bench"})
+	var y strings.Builder
+	fmt.Fprintf(&y, "transport: rtu\nserial: {port: %s, baud: 19200}\ntimeout: 1s\ndevices:\n", master)
+	for _, id := range ids {
+		fmt.Fprintf(&y, "  - name: bench%d\n    unit_id: %d\n    tags:\n", id, id)
+		for a := 0; a < 125*reads; a++ {
+			fmt.Fprintf(&y, "      - {name: h%03d, table: holding_register, address: %d, type: uint16}\n", a, a)
+		}
+	}
+	cfg := loadBenchConfig(b, y.String())
+	sink := &countSink{perDevice: map[string]int64{}}
+	rate, _ := runBench(b, cfg, interval, sink)
 	b.ReportMetric(rate, "registers/s")
-	b.ReportMetric(100*rate/wireLimit, "wire-%")
+	b.ReportMetric(100*rate/rtuWireLimit, "wire-%")
+	if units > 1 {
+		lo, hi := sink.spread()
+		b.ReportMetric(100*float64(lo)/float64(hi), "fair-%")
+	}
 }
+
+// BenchmarkRTUWire: one device, four full reads a cycle, polled as fast as
+// the line allows (interval 1 ms).
+func BenchmarkRTUWire(b *testing.B) { benchmarkRTUWire(b, 1, 4, time.Millisecond) }
+
+// BenchmarkRTUWireOverrun: one full read (155 ms on the wire) every 100 ms:
+// the interval is shorter than one read, so cycles run back to back.
+func BenchmarkRTUWireOverrun(b *testing.B) { benchmarkRTUWire(b, 1, 1, 100*time.Millisecond) }
+
+// BenchmarkRTUWireFair: three devices, one full read each, every 100 ms on
+// one line: back to back, every device in turn.
+func BenchmarkRTUWireFair(b *testing.B) { benchmarkRTUWire(b, 3, 1, 100*time.Millisecond) }
 
 // throttled holds the poller back while the publisher has more than 256
 // batches pending, so the benchmark measures the sustained rate rather than

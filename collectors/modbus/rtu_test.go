@@ -3,6 +3,8 @@ package modbus
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -201,4 +203,65 @@ func FuzzRTUCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRTUOverrunKeepsSilence: cycles that overrun follow each other at
+// once, yet every request still starts at least 3.5 characters after the
+// last answer on the line (the Modbus RTU inter-frame silence). A
+// hand-written slave on the pty notes when each answer started and when
+// the next request arrived; load on the machine can only widen the gaps.
+func TestRTUOverrunKeepsSilence(t *testing.T) {
+	testpeer.Require(t, "socat")
+	master, slave := testpeer.PtyPair(t)
+	port, err := os.OpenFile(slave, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer port.Close()
+	const exchanges = 20
+	gaps := make(chan time.Duration, exchanges)
+	go func() {
+		pkg := gbmodbus.NewRTUClientHandler("")
+		pkg.SlaveId = 1
+		answer, _ := pkg.Encode(&gbmodbus.ProtocolDataUnit{FunctionCode: 3, Data: []byte{2, 0x12, 0x34}})
+		req := make([]byte, 8)
+		var answered time.Time
+		for {
+			if _, err := io.ReadFull(port, req); err != nil {
+				close(gaps)
+				return
+			}
+			if !answered.IsZero() {
+				select {
+				case gaps <- time.Since(answered):
+				default:
+				}
+			}
+			answered = time.Now() // before the write: the master cannot see it earlier
+			if _, err := port.Write(answer); err != nil {
+				close(gaps)
+				return
+			}
+		}
+	}()
+	cfg := loadTestConfig(t, fmt.Sprintf("transport: rtu\nserial: {port: %s, baud: 9600}\ntimeout: 1s\n"+
+		"devices:\n  - {name: m, unit_id: 1, tags: [{name: x, table: holding_register, address: 0, type: uint16}]}\n", master))
+	p := startPoller(t, cfg, time.Millisecond, newChanSink())
+	silence := 35 * time.Second / 9600 // 3.5 characters of 10 bits (8N1)
+	for i := 0; i < exchanges-1; i++ {
+		select {
+		case gap, ok := <-gaps:
+			if !ok {
+				t.Fatal("slave stopped")
+			}
+			if gap < silence {
+				t.Errorf("request %d came %v after the last answer started, want at least %v", i+2, gap, silence)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d exchanges in 30 s", i+1)
+		}
+	}
+	if ps := p.PollStats(); ps.Overruns == 0 {
+		t.Errorf("poll stats %+v: a 1 ms interval must overrun", ps)
+	}
 }
