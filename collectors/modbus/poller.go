@@ -44,9 +44,6 @@ type Poller struct {
 	// publishes always.
 	filter *rbe.Filter
 	sched  schedStats
-	// aligned starts every link at the same instant instead of spreading
-	// them over the interval (tests).
-	aligned bool
 }
 
 // Option configures a Poller.
@@ -55,13 +52,6 @@ type Option func(*pollerOptions)
 type pollerOptions struct {
 	transport func(link string) (Transport, error)
 	clock     clock
-	aligned   bool
-}
-
-// withAlignedStart starts every link's first cycle at once (tests that
-// want every link on one grid).
-func withAlignedStart() Option {
-	return func(o *pollerOptions) { o.aligned = true }
 }
 
 // withTransport replaces the real transports (tests): the factory gets the
@@ -121,7 +111,7 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 		return nil, fmt.Errorf("retries %d must not be negative", cfg.Retries)
 	}
 
-	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock, byName: map[string]devRef{}, aligned: o.aligned}
+	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock, byName: map[string]devRef{}}
 	if f := rbe.New(cfg.Rules(), rbe.WithTolerance(interval/2)); f.Active() {
 		p.filter = f
 	}
@@ -190,16 +180,13 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 
 // Run polls until ctx is cancelled, then closes the links and returns nil.
 // A failing device, link or Publish never ends Run (failures are published,
-// logged and counted). The links' first cycles are spread evenly over the
-// first interval (see Scheduling in schedule.go).
+// logged and counted). The links start in groups of linksPerPhase spread
+// over the first interval (see Scheduling in schedule.go).
 func (p *Poller) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	start := p.clock.Now()
 	for i, b := range p.buses {
-		first := start
-		if !p.aligned {
-			first = start.Add(p.interval * time.Duration(i) / time.Duration(len(p.buses)))
-		}
+		first := start.Add(phaseOffset(i, len(p.buses), p.interval))
 		g.Go(func() error {
 			defer b.tr.Close()
 			return b.run(ctx, first)

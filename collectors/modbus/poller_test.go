@@ -654,3 +654,20 @@ func TestPollerLinkBreaksMidCycle(t *testing.T) {
 		t.Errorf("device a statuses %q: the link failure should show", got)
 	}
 }
+
+func TestPhaseOffset(t *testing.T) {
+	const iv = time.Second
+	for _, tc := range []struct {
+		i, n int
+		want time.Duration
+	}{
+		{0, 1, 0}, {9, 10, 0}, // up to linksPerPhase links start together
+		{0, 50, 0}, {9, 50, 0}, {10, 50, 200 * time.Millisecond}, {49, 50, 800 * time.Millisecond},
+		{999, 1000, 990 * time.Millisecond},
+		{10, 11, 500 * time.Millisecond},
+	} {
+		if got := phaseOffset(tc.i, tc.n, iv); got != tc.want {
+			t.Errorf("phaseOffset(%d, %d) = %v, want %v", tc.i, tc.n, got, tc.want)
+		}
+	}
+}
