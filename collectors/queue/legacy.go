@@ -158,10 +158,11 @@ const (
 )
 
 type legacySeq struct {
-	resume uint64 // where format 1 would resume: the next seq is resume+1
-	ours   bool   // written by this version (the reservation file rules)
-	ok     bool   // the file exists and was read
-	bad    string // why it could not be read
+	resume  uint64 // where format 1 would resume: the next seq is resume+1
+	unclean bool   // format 1 stopped unclean under another boot
+	ours    bool   // written by this version (the reservation file rules)
+	ok      bool   // the file exists and was read
+	bad     string // why it could not be read
 }
 
 func readLegacySeq(path, bootID string) legacySeq {
@@ -192,6 +193,7 @@ func readLegacySeq(path, bootID string) legacySeq {
 	sameBoot := len(fields) > 2 && fields[2] == bootID
 	if !clean && !sameBoot {
 		s.resume = max(s.resume, reserved)
+		s.unclean = true
 	}
 	s.ours = len(fields) > 4 && fields[4] == legacySeqMark
 	return s
@@ -206,6 +208,7 @@ func writeLegacySeq(path string, last uint64, bootID string, clean bool) error {
 	}
 	line := fmt.Sprintf("%d %d %s %s %s", last, last, bootID, state, legacySeqMark)
 	line += strings.Repeat(" ", max(0, 100-len(line))) + "\n"
+	_, statErr := os.Lstat(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
@@ -217,6 +220,9 @@ func writeLegacySeq(path string, last uint64, bootID string, clean bool) error {
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && errors.Is(statErr, os.ErrNotExist) {
+		err = syncDir(filepath.Dir(path)) // a new file: its name must survive too
 	}
 	return err
 }

@@ -208,7 +208,8 @@ type meta struct {
 	left bool // acknowledged, dropped or found corrupt
 }
 
-// Reservation slot payload: flags u8 | 3 zero bytes | reserved u64 | durable u64 | boot id (36 bytes).
+// Reservation slot payload: flags u8 | 3 zero bytes | reserved u64 |
+// durable u64 | boot id (36 bytes) | base u64 (the first seq of the run).
 const (
 	resSlotSize = 96
 	resClean    = 1 << 0 // written by Close: reserved is the last seq used
@@ -264,14 +265,17 @@ type Queue struct {
 	resFlags    byte
 	resN        uint64 // the current reservation step
 	periodSeq   uint64 // lastSeq at the last periodic sync
+	base        uint64 // the first seq of this run
 	legacyUpTo  uint64 // what the legacy seq file promises
 	appendErr   string
 	syncErr     string
 	resErr      string
 	buf, flush  []byte
-	wake        chan struct{}
-	done        chan struct{}
-	closed      bool
+	// failWrites makes every log write fail (tests of the memory fallback).
+	failWrites bool
+	wake       chan struct{}
+	done       chan struct{}
+	closed     bool
 }
 
 // Open opens or creates the queue in cfg.Dir and loads what is waiting.
@@ -363,9 +367,9 @@ func currentBootID() string {
 
 // resState is a decoded reservation slot.
 type resState struct {
-	flags             byte
-	reserved, durable uint64
-	boot              string
+	flags                   byte
+	reserved, durable, base uint64
+	boot                    string
 }
 
 func decodeRes(p []byte) resState {
@@ -374,6 +378,7 @@ func decodeRes(p []byte) resState {
 		reserved: binary.BigEndian.Uint64(p[4:]),
 		durable:  binary.BigEndian.Uint64(p[12:]),
 		boot:     strings.TrimRight(string(p[20:56]), "\x00"),
+		base:     binary.BigEndian.Uint64(p[56:]),
 	}
 }
 
@@ -394,6 +399,10 @@ func (q *Queue) load() error {
 	q.res, resPayload, _, err = openSlots(filepath.Join(q.cfg.Dir, "reservation"), "FGQR", resSlotSize)
 	if err != nil {
 		q.log.Error("outbound queue: seq reservation file unusable", "err", err)
+	}
+	// The state files' names must survive a power cut too.
+	if err := syncDir(q.cfg.Dir); err != nil {
+		q.log.Warn("outbound queue: directory not synced", "dir", q.cfg.Dir, "err", err)
 	}
 	var rs resState
 	resValid := resPayload != nil
@@ -429,7 +438,9 @@ func (q *Queue) load() error {
 	case resValid && rs.flags&resDegraded != 0:
 		next, reason = max(rs.reserved, floor)+1, "unclean stop while the disk was failing"
 	case resValid && rs.boot != "" && rs.boot == q.bootID && !torn:
-		// A process crash: the page cache kept every write.
+		// A process crash: the page cache kept every write. Numbering
+		// goes on after the log, never below where the last run began.
+		next = max(floor+1, rs.base)
 	case resValid:
 		next, reason = max(rs.reserved, floor)+1, "unclean stop"
 		if rs.boot == q.bootID {
@@ -442,8 +453,11 @@ func (q *Queue) load() error {
 		next, reason = floor+1+legacySeqMargin, "seq state unreadable"
 	case ls.bad != "":
 		next, reason = floor+1+legacySeqMargin, "seq counter "+q.cfg.LegacySeqFile+" unreadable: "+ls.bad
+	case ls.unclean && !ls.ours:
+		// Format 1 stopped by a power cut: it resumes past its reservation.
+		reason, after = "unclean stop", max(after, dLog)
 	}
-	q.lastSeq, q.periodSeq = next-1, next-1
+	q.lastSeq, q.periodSeq, q.base = next-1, next-1, next
 	if reason != "" {
 		after = min(after, next-1)
 		q.stats.Resumed = &Resume{AfterSeq: after, NextSeq: next, Reason: reason}
@@ -664,17 +678,17 @@ func (q *Queue) loadSegments() (dLog uint64, torn, history bool, err error) {
 		}
 		if res.tail >= 0 {
 			cut := int64(len(data)) - res.tail
+			q.stats.Corrupt++
 			if newest {
 				torn = true
 				q.stats.Repaired += int(cut)
-				q.stats.Corrupt++
 				q.log.Warn("outbound queue: torn tail cut off after an unclean stop", "file", path, "bytes", cut)
-				if res.tail >= headerSize && f.Truncate(res.tail) == nil {
-					seg.size = res.tail
-				}
 			} else {
-				q.stats.Corrupt++
-				q.log.Warn("outbound queue: damaged end of a segment skipped", "file", path, "bytes", cut)
+				q.log.Warn("outbound queue: damaged end of a segment cut off", "file", path, "bytes", cut)
+			}
+			// Cut it off, so it is found (and counted) once.
+			if f.Truncate(res.tail) == nil {
+				seg.size = res.tail
 			}
 		}
 		for _, r := range res.records {
@@ -727,11 +741,12 @@ func (q *Queue) writeReservation(flags byte, reserved, durable uint64) error {
 			q.notifySync(q.cfg.LegacySeqFile, 101)
 		}
 	}
-	p := make([]byte, 56)
+	p := make([]byte, 64)
 	p[0] = flags
 	binary.BigEndian.PutUint64(p[4:], reserved)
 	binary.BigEndian.PutUint64(p[12:], durable)
 	copy(p[20:56], q.bootID)
+	binary.BigEndian.PutUint64(p[56:], q.base)
 	if err := q.res.write(p); err != nil {
 		return err
 	}
@@ -765,18 +780,36 @@ func (q *Queue) LastSeq() uint64 {
 // nil: r is still sent, and written to disk with the next append that works.
 func (q *Queue) Append(r Record) error {
 	q.mu.Lock()
-	defer q.mu.Unlock()
+	if !q.always && r.Seq > q.reserved && !q.closed {
+		// Every seq handed out must be covered by the durable reservation
+		// before its batch is accepted: a power cut then never reuses it,
+		// whether or not it was sent. Sized to a sync period, this is rare.
+		q.mu.Unlock()
+		_ = q.syncNow(r.Seq)
+		q.mu.Lock()
+	}
+	needCover, err := q.appendLocked(r)
+	q.mu.Unlock()
+	if needCover {
+		// Held in memory: the log does not know this seq, so the
+		// reservation must say so before it can be sent.
+		_ = q.syncNow(r.Seq)
+	}
+	return err
+}
+
+func (q *Queue) appendLocked(r Record) (needCover bool, err error) {
 	if q.closed {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if r.Seq <= q.lastSeq {
-		return fmt.Errorf("queue: append seq %d: not after the last seq %d", r.Seq, q.lastSeq)
+		return false, fmt.Errorf("queue: append seq %d: not after the last seq %d", r.Seq, q.lastSeq)
 	}
 	q.lastSeq = r.Seq
 	size := int64(frameSize(r))
 	if q.bytes+size > q.cfg.MaxBytes && q.cfg.Policy == RejectNew {
 		q.stats.Rejected++
-		return ErrFull
+		return false, ErrFull
 	}
 	for q.bytes+size > q.cfg.MaxBytes && q.live > 0 {
 		q.dropHeadLocked()
@@ -790,11 +823,12 @@ func (q *Queue) Append(r Record) error {
 	q.buf = appendFrame(q.buf[:0], r)
 	if err := q.writeLocked(q.buf, r.Seq, r.TS.UnixMilli()); err != nil {
 		if err := q.keepInMemoryLocked(q.buf, r, err); err != nil {
-			return err
+			return false, err
 		}
+		needCover = !q.resDegraded || r.Seq > q.reserved
 	}
 	q.signal()
-	return nil
+	return needCover, nil
 }
 
 func (q *Queue) signal() {
@@ -831,7 +865,9 @@ func (q *Queue) writeLocked(frame []byte, seq uint64, ts int64) error {
 		var s *segment
 		if s, err = q.activeLocked(first, len(buf)); err == nil {
 			off := s.size
-			if err = writeFull(s.f, buf, off); err == nil && q.always {
+			if q.failWrites {
+				err = syscall.EIO
+			} else if err = writeFull(s.f, buf, off); err == nil && q.always {
 				err = fdatasync(s.f)
 			}
 			if err == nil {
@@ -1105,7 +1141,7 @@ func (q *Queue) Next(ctx context.Context) (Record, bool) {
 		q.mu.Unlock()
 		if blocked {
 			// Records wait for the reservation to cover them: extend it now.
-			if err := q.syncNow(true); err == nil {
+			if err := q.syncNow(max(1, q.LastSeq())); err == nil {
 				continue
 			}
 			select {
@@ -1272,19 +1308,21 @@ func (q *Queue) RunSync(ctx context.Context) error {
 		case <-q.done:
 			return nil
 		case <-t.C:
-			_ = q.syncNow(false)
+			_ = q.syncNow(0)
 		}
 	}
 }
 
 // Sync makes everything appended so far durable and renews the reservation
 // (what RunSync does each period).
-func (q *Queue) Sync() error { return q.syncNow(false) }
+func (q *Queue) Sync() error { return q.syncNow(0) }
 
-// syncNow fsyncs what was written, then writes the reservation. early is a
-// sender waiting for the reservation: it grows the step instead of sizing it
-// from the period.
-func (q *Queue) syncNow(early bool) error {
+// syncNow fsyncs what was written, then writes the reservation. need > 0
+// asks for a reservation covering seq need (and the records held in memory)
+// before the period is over: the step grows instead of being sized from the
+// period; need 0 is the periodic sync.
+func (q *Queue) syncNow(need uint64) error {
+	early := need > 0
 	q.resMu.Lock()
 	defer q.resMu.Unlock()
 	q.mu.Lock()
@@ -1292,7 +1330,7 @@ func (q *Queue) syncNow(early bool) error {
 		q.mu.Unlock()
 		return ErrClosed
 	}
-	if early && !q.blockedLocked() {
+	if early && need <= q.reserved && (q.memLive == 0 || q.resDegraded) && !q.blockedLocked() {
 		q.mu.Unlock()
 		return nil // another sync covered it meanwhile
 	}
@@ -1319,9 +1357,9 @@ func (q *Queue) syncNow(early bool) error {
 		q.periodSeq = q.lastSeq
 		q.resN = used + used/4 + minReserve
 	}
-	target := max(q.reserved, q.lastSeq)
+	target := max(q.reserved, q.lastSeq, need)
 	if !q.always {
-		target = max(q.reserved, q.lastSeq+q.resN)
+		target = max(q.reserved, max(q.lastSeq, need)+q.resN)
 	}
 	flags := q.flagsLocked()
 	unchanged := len(jobs) == 0 && !dir && target == q.reserved && flags == q.resFlags && written == q.syncedSeq && q.resErr == ""
@@ -1488,6 +1526,9 @@ func writeFull(f *os.File, b []byte, off int64) error {
 }
 
 func syncDir(dir string) error {
+	if simulatedDisk {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

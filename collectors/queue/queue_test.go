@@ -259,7 +259,6 @@ func TestResend(t *testing.T) {
 	}
 }
 
-
 func BenchmarkAppend(b *testing.B) {
 	payload := make([]byte, 2000)
 	for _, sync := range []time.Duration{time.Second, SyncAlways} {
