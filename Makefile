@@ -14,7 +14,8 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
 	./collectors/reading:FuzzAppendJSON \
-	./collectors/queue:FuzzDecode \
+	./collectors/queue:FuzzScan \
+	./collectors/queue:FuzzPowerCut \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
 	./collectors/modbus:FuzzParseConfig \
