@@ -736,8 +736,9 @@ type QueueStatus struct {
 	Bytes        int64  `json:"bytes"`
 	Dropped      uint64 `json:"dropped"`       // queue (or its memory fallback) full: oldest dropped, or too old
 	Rejected     uint64 `json:"rejected"`      // queue full: new batches refused (reject_new)
-	Corrupt      uint64 `json:"corrupt"`       // queued batches found damaged on disk and skipped
+	Corrupt      uint64 `json:"corrupt"`       // queued batches (or torn log tails) found damaged on disk and skipped
 	AppendFailed uint64 `json:"append_failed"` // batches the disk refused (held in memory while there is room)
+	AckClamped   uint64 `json:"ack_clamped"`   // acknowledged positions found past the log at start (the log counted as sent)
 	InMemory     int    `json:"in_memory,omitempty"`
 }
 
@@ -746,7 +747,7 @@ func (p *Publisher) status(state string, ts time.Time, devices map[string]string
 	q := p.queue.Stats()
 	st := Status{State: state, TS: ts.UnixMilli(), Version: p.cfg.Version, Devices: devices, Degraded: q.Degraded,
 		Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected,
-			Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, InMemory: q.InMemory}}
+			Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, AckClamped: q.AckClamped, InMemory: q.InMemory}}
 	if r := q.Resumed; r != nil {
 		st.Resumed = &Resumed{AfterSeq: r.AfterSeq, NextSeq: r.NextSeq, Reason: r.Reason}
 		if r.NextSeq > r.AfterSeq+1 {

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"fieldgate/internal/testpeer"
 )
 
 // appendRange appends seqs from..to, failing the test on an error.
@@ -179,42 +180,12 @@ func TestTornSegmentInTheMiddle(t *testing.T) {
 	}
 }
 
-// requireRoot skips (or, with FIELDGATE_REQUIRE_ALL=1, fails) a test that
-// needs root, e.g. to mount a tmpfs.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("FIELDGATE_REQUIRE_ALL") == "1" {
-		t.Fatal("this test needs root (FIELDGATE_REQUIRE_ALL=1)")
-	}
-	t.Skip("needs root")
-}
-
-// smallDisk mounts a tmpfs of size bytes in a temporary directory for the
-// test's life.
-func smallDisk(t testing.TB, size string) string {
-	t.Helper()
-	requireRoot(t)
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // TestDiskFull: on a full disk appends go to the memory fallback (still
 // sent, the queue degraded with the reason); past its bound the oldest are
 // dropped and counted; once acknowledgements free the disk, appends go
 // back to it without a restart.
 func TestDiskFull(t *testing.T) {
-	disk := smallDisk(t, "256k")
+	disk := testpeer.Tmpfs(t, "256k")
 	cfg := Config{Dir: filepath.Join(disk, "queue"), SegmentBytes: 64 << 10, MemoryBytes: 32 << 10}
 	q := open(t, cfg)
 	payload := make([]byte, 2000)

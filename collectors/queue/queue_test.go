@@ -20,6 +20,7 @@ func open(t testing.TB, cfg Config) *Queue {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { q.Close() }) // before the directory goes (or is unmounted)
 	return q
 }
 
