@@ -302,3 +302,42 @@ func TestMarkReplayed(t *testing.T) {
 		t.Errorf("markReplayed = %s", got)
 	}
 }
+
+// TestPrivateDataDir (issue 9 item 3): everything the publisher writes in
+// DATA_DIR is 0600 and every directory 0700, also where an older version
+// left them open.
+func TestPrivateDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(filepath.Join(dir, "queue"), 0o755)
+	os.WriteFile(filepath.Join(dir, StatusFile), []byte("{}\n"), 0o644)
+	p, err := New(Config{Broker: "x", GatewayID: "g", CollectorName: "c", DataDir: dir}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := p.Publish(context.Background(), batch("d", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.writeStatusFile(StateOnline)
+	p.close()
+	var n int
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		n++
+		fi, _ := d.Info()
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s is %v, want %v", path, fi.Mode().Perm(), want)
+		}
+		return nil
+	})
+	if err != nil || n < 7 {
+		t.Fatalf("walked %d entries: %v", n, err)
+	}
+}
