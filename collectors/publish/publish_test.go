@@ -36,24 +36,7 @@ type payload struct {
 // start runs a publisher until the test ends.
 func start(t *testing.T, cfg Config) *Publisher {
 	t.Helper()
-	p, err := New(cfg, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return within 10s of cancel")
-		}
-	})
+	p, _ := runFor(t, cfg)
 	return p
 }
 
@@ -321,23 +304,10 @@ func TestPrivateDataDir(t *testing.T) {
 	}
 	p.writeStatusFile(StateOnline)
 	p.close()
-	var n int
-	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		n++
-		fi, _ := d.Info()
-		want := os.FileMode(0o600)
-		if d.IsDir() {
-			want = 0o700
-		}
-		if fi.Mode().Perm() != want {
-			t.Errorf("%s is %v, want %v", path, fi.Mode().Perm(), want)
-		}
-		return nil
-	})
-	if err != nil || n < 7 {
-		t.Fatalf("walked %d entries: %v", n, err)
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s is %v, want 0700", dir, fi.Mode().Perm())
+	}
+	if n := testpeer.CheckPrivate(t, dir); n < 7 {
+		t.Fatalf("only %d entries in the data dir", n)
 	}
 }

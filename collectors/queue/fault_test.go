@@ -434,23 +434,7 @@ func TestPrivateFiles(t *testing.T) {
 	drain(t, q)
 	appendRange(t, q, 4, 4, time.Now())
 	q.Close()
-	err := filepath.WalkDir(filepath.Dir(dir), func(path string, d fs.DirEntry, err error) error {
-		if err != nil || path == filepath.Dir(dir) {
-			return err
-		}
-		fi, _ := d.Info()
-		want := fs.FileMode(0o600)
-		if d.IsDir() {
-			want = 0o700
-		}
-		if fi.Mode().Perm() != want {
-			t.Errorf("%s is %v, want %v", path, fi.Mode().Perm(), want)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	testpeer.CheckPrivate(t, filepath.Dir(dir))
 }
 
 func TestOneProcessPerQueue(t *testing.T) {
