@@ -446,8 +446,8 @@ func (q *Queue) load() error {
 		if rs.boot == q.bootID {
 			reason = "unclean stop, torn log tail"
 		}
-		if rs.flags&resAlways != 0 && q.stats.Corrupt == 0 {
-			after = max(after, dLog)
+		if rs.flags&resAlways != 0 {
+			after = max(after, dLog) // every record was fsynced before it was sent
 		}
 	case history:
 		next, reason = floor+1+legacySeqMargin, "seq state unreadable"
