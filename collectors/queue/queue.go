@@ -53,19 +53,24 @@
 // # Seq numbers
 //
 // The caller numbers records (Append needs increasing seqs; LastSeq tells the
-// last one used). A record is handed to Next only when its seq is covered by
-// the reservation, a seq bound fsynced in the reservation file: with a
-// periodic Sync, each sync fsyncs the log first and then reserves what the
-// last period used plus a quarter (at least 16 seqs); when records run past
-// it the sender extends it at once (a queue fsync). With SyncAlways every
-// append is fsynced before it can be sent and nothing is reserved ahead.
+// last one used). Every seq Append accepts is covered by the reservation, a
+// seq bound fsynced in the reservation file (with its boot id and the first
+// seq of the run): with a periodic Sync, each sync fsyncs the log first and
+// then reserves what the last period used plus a quarter (at least 16 seqs);
+// an Append that would pass it extends it first, doubling the step (a queue
+// fsync, rare at a steady rate). With SyncAlways every append is fsynced
+// before it can be sent and nothing is reserved ahead. A record held in
+// memory is sent only once a reservation marked "degraded" (the log is not
+// complete) covers it.
 //
 // At Open: after a clean Close numbering continues without a gap; after a
 // process crash in the same boot (the page cache kept every write) it
-// continues after the last record in the log; after a power cut or reboot
-// it continues after the reservation, and Stats.Resumed names the range that
-// may be lost: every seq up to AfterSeq was durably written, those after it
-// and before NextSeq that the log no longer holds were lost or never used.
+// continues after the last record in the log (never below the first seq of
+// the last run); after a power cut or reboot, a torn log tail, or a stop
+// while records were held in memory, it continues after the reservation,
+// and Stats.Resumed names the range that may be lost: every seq up to
+// AfterSeq was durably written, those after it and before NextSeq that the
+// log no longer holds were lost or never used.
 package queue
 
 import (
