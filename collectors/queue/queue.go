@@ -794,11 +794,17 @@ func (q *Queue) Append(r Record) error {
 		q.mu.Lock()
 	}
 	needCover, err := q.appendLocked(r)
+	recovered := q.memLive == 0 && q.resDegraded
 	q.mu.Unlock()
-	if needCover {
+	switch {
+	case needCover:
 		// Held in memory: the log does not know this seq, so the
 		// reservation must say so before it can be sent.
 		_ = q.syncNow(r.Seq)
+	case recovered:
+		// Everything held in memory is in the log now: say so at once,
+		// or a crash before the next sync would skip the reservation.
+		_ = q.syncNow(0)
 	}
 	return err
 }
@@ -926,10 +932,16 @@ func (q *Queue) placeLocked(s *segment, off int64, flushed int, frame []byte, se
 		q.reserved = max(q.reserved, q.lastWritten)
 		q.notifySync(s.path, s.size)
 	}
-	if q.appendErr != "" {
-		q.appendErr = ""
-		q.log.Info("outbound queue: the disk accepts appends again; batches held in memory written")
+	if q.appendErr != "" && q.memLive == 0 && !q.resDegraded {
+		q.recoveredLocked()
 	}
+}
+
+// recoveredLocked ends the degraded state of a disk that refused appends:
+// everything is in the log again and the reservation says so.
+func (q *Queue) recoveredLocked() {
+	q.appendErr = ""
+	q.log.Info("outbound queue: the disk accepts appends again; batches held in memory written")
 }
 
 // keepInMemoryLocked holds a record the disk refused.
@@ -1424,6 +1436,9 @@ func (q *Queue) syncNow(need uint64) error {
 		q.reserved = max(q.reserved, target)
 		q.resDegraded = flags&resDegraded != 0
 		q.syncedSeq = max(q.syncedSeq, durable)
+		if q.appendErr != "" && !q.resDegraded && q.memLive == 0 {
+			q.recoveredLocked()
+		}
 		q.signal()
 	}
 	q.mu.Unlock()

@@ -14,14 +14,17 @@ import (
 )
 
 // TestBinaryDiskFull (issue 8, "a full disk"): the built collector with its
-// DATA_DIR on a 256 KiB tmpfs that something else fills. It keeps polling
-// and publishing — no seq missing — says "degraded" with the reason and
-// counts append_failed, and is online again once space returns, without a
-// restart; killed and started again, it goes on without a gap.
+// DATA_DIR on a 256 KiB tmpfs that something else fills while the broker is
+// away. It keeps polling into memory and says "degraded" with the reason in
+// status.json (written in place: no new file fits), counting append_failed;
+// once the broker is back and space returns it sends everything — no seq
+// missing — and is online again without a restart; killed and started
+// again, it goes on without a gap.
 func TestBinaryDiskFull(t *testing.T) {
 	testpeer.Require(t, "mosquitto", "pymodbus", "root")
 	bin := buildBinary(t)
-	broker := testpeer.Mosquitto(t)
+	b := testpeer.StartBroker(t)
+	broker := b.Addr
 	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{
 		1: {Holding: map[uint16]uint16{0: 2301}},
 	}})
@@ -71,6 +74,13 @@ func TestBinaryDiskFull(t *testing.T) {
 	cmd := start()
 	receive(5)
 
+	// While the broker is away batches stay queued, so the full disk
+	// refuses them (with the broker there, the queue reuses the space of
+	// what it already sent).
+	b.Stop()
+	for len(status) > 0 {
+		<-status // an "online" from before must not count below
+	}
 	filler, err := os.Create(filepath.Join(disk, "filler"))
 	if err != nil {
 		t.Fatal(err)
@@ -81,14 +91,20 @@ func TestBinaryDiskFull(t *testing.T) {
 		}
 	}
 	filler.Close()
-	waitStatus(t, status, func(st map[string]any) bool {
+	testpeer.WaitFor(t, 20*time.Second, "status.json saying degraded", func() bool {
+		raw, err := os.ReadFile(filepath.Join(disk, "data", "status.json"))
+		var st map[string]any
+		if err != nil || json.Unmarshal(raw, &st) != nil {
+			return false
+		}
 		q, _ := st["queue"].(map[string]any)
 		reason, _ := st["degraded"].(string)
 		return st["state"] == "degraded" && strings.Contains(reason, "no space left on device") && q["append_failed"].(float64) > 0
 	})
-	receive(20) // still publishing, from memory
 	os.Remove(filepath.Join(disk, "filler"))
+	b.Start()
 	waitStatus(t, status, func(st map[string]any) bool { return st["state"] == "online" })
+	receive(20)
 
 	cmd.Process.Kill()
 	cmd.Wait()
