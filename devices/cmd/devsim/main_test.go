@@ -145,7 +145,7 @@ func TestUsageErrors(t *testing.T) {
 		{nil, "no subcommand"},
 		{[]string{"opcu"}, `unknown subcommand "opcu" (valid: modbus, `},
 		{[]string{"modbus", "--tcp", ":0"}, "no --unit given"},
-		{[]string{"modbus", "--tcp", ":0", "--unit", "1=nope"}, `unknown profile "nope" (valid: eastron-sdm120`},
+		{[]string{"modbus", "--tcp", ":0", "--unit", "1=nope"}, `unknown profile "nope" (valid: abb-b23, `},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "0=eastron-sdm120"}, `invalid unit id "0" (valid: 1..247)`},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "eastron-sdm120"}, "want ID=VALUE"},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--fault", "1=loud"}, `unknown fault kind "loud"`},
