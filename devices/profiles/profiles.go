@@ -69,16 +69,13 @@ const (
 	KindSynthetic = "synthetic"
 )
 
-// Source is the profile's citation: the datasheet and its revision, as one
-// line ("Eastron SDM630 ... V1.5", "… rev. 04").
+// Source is the profile's citation on one line: the datasheet, then its
+// revision ("…, V1.5").
 func (p *Profile) Source() string {
-	switch {
-	case p.Revision == "":
-		return p.Datasheet
-	case p.Datasheet == "":
-		return "revision " + p.Revision
+	if p.Revision == "" || p.Datasheet == "" {
+		return p.Datasheet + p.Revision
 	}
-	return p.Datasheet + ", revision " + p.Revision
+	return p.Datasheet + ", " + p.Revision
 }
 
 // Tag is one value of the device. Field meanings are those of a Modbus tag in
