@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"slices"
 	"sort"
@@ -415,3 +416,17 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Load returns the profile arg names: an embedded profile's name, or the path
+// of a profile YAML file when arg contains a '/' or ends in .yaml or .yml
+// (parsed and validated like the embedded ones).
+func Load(arg string) (*Profile, error) {
+	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
+		data, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, fmt.Errorf("profile file: %w", err)
+		}
+		return Parse(arg, data)
+	}
+	return Lookup(arg)
+}

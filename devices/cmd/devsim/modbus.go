@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,7 +51,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		p, err := loadProfile(rest)
+		p, err := profiles.Load(rest)
 		if err != nil {
 			return err
 		}
@@ -181,17 +180,4 @@ func parseUnitID(s string) (uint8, error) {
 		return 0, fmt.Errorf("invalid unit id %q (valid: 1..247)", s)
 	}
 	return uint8(n), nil
-}
-
-// loadProfile takes an embedded profile name, or a YAML file when the
-// argument looks like a path.
-func loadProfile(arg string) (*profiles.Profile, error) {
-	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
-		data, err := os.ReadFile(arg)
-		if err != nil {
-			return nil, fmt.Errorf("profile file: %w", err)
-		}
-		return profiles.Parse(arg, data)
-	}
-	return profiles.Lookup(arg)
 }
