@@ -58,6 +58,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		units = append(units, devsim.Unit{ID: id, Profile: p})
 		return nil
 	})
+	allProfiles := fs.Bool("all-profiles", false, "also serve every embedded profile, one unit each, at the lowest unit ids no --unit uses (in name order)")
 	fs.Func("silent-unit", "unit `ID` never answers (it gets the first --unit's profile if it has none); repeatable", func(s string) error {
 		id, err := parseUnitID(s)
 		if err != nil {
@@ -85,7 +86,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: devsim modbus (--tcp HOST:PORT | --rtu DEVICE) --unit ID=PROFILE [--unit ...] [flags]")
+		fmt.Fprintln(stderr, "usage: devsim modbus (--tcp HOST:PORT | --rtu DEVICE) (--unit ID=PROFILE [--unit ...] | --all-profiles) [flags]")
 		fmt.Fprintf(stderr, "profiles: %s\n", strings.Join(profiles.Names(), ", "))
 		fs.PrintDefaults()
 	}
@@ -97,6 +98,9 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *allProfiles {
+		units = withAllProfiles(units)
 	}
 	if len(units) == 0 {
 		return fmt.Errorf("%w: no --unit given (e.g. --unit 1=eastron-sdm630; profiles: %s)", errUsage, strings.Join(profiles.Names(), ", "))
@@ -180,4 +184,26 @@ func parseUnitID(s string) (uint8, error) {
 		return 0, fmt.Errorf("invalid unit id %q (valid: 1..247)", s)
 	}
 	return uint8(n), nil
+}
+
+// withAllProfiles adds every embedded profile to units, each at the lowest
+// unit id not taken yet, in name order.
+func withAllProfiles(units []devsim.Unit) []devsim.Unit {
+	used := map[uint8]bool{}
+	for _, u := range units {
+		used[u.ID] = true
+	}
+	id := uint8(1)
+	for _, name := range profiles.Names() {
+		for used[id] && id < 247 {
+			id++
+		}
+		p, err := profiles.Lookup(name)
+		if err != nil || used[id] {
+			continue
+		}
+		used[id] = true
+		units = append(units, devsim.Unit{ID: id, Profile: p})
+	}
+	return units
 }
