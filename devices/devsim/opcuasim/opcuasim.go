@@ -166,7 +166,13 @@ func New(cfg Config) (*Sim, error) {
 		objects.AddRef(folder, id.Organizes, true)
 		for i := range d.p.Tags {
 			t := &d.p.Tags[i]
-			conv, dt := converter(t.Type)
+			typ := t.Type
+			if t.Scale != nil || t.Offset != 0 {
+				// A scaled register is an engineering value, not an
+				// integer: an OPC UA server publishes it as a Double.
+				typ = "float64"
+			}
+			conv, dt := converter(typ)
 			s.add(folder, d.name+"."+t.Name, dt, func(at time.Time) any { return conv(t.SimValue(at)) })
 		}
 	}

@@ -87,6 +87,11 @@ func TestServe(t *testing.T) {
 	if v, ok := read("ns=1;s=meter1.voltage_l1").(float32); !ok || v <= 0 {
 		t.Errorf("meter1.voltage_l1 = %T %v, want a positive float32", v, v)
 	}
+	// A scaled register is served as a Double engineering value, not
+	// rounded to its integer register type.
+	if v, ok := read("ns=1;s=drive1.motor_current").(float64); !ok || v < 1.5 || v > 11.8 {
+		t.Errorf("drive1.motor_current = %T %v, want a float64 within 1.5..11.8", v, v)
+	}
 	first := read("ns=1;s=Bulk.2").(float64)
 	deadline = time.Now().Add(10 * time.Second)
 	for read("ns=1;s=Bulk.2").(float64) == first {
