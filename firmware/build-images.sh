@@ -12,6 +12,7 @@
 #   firmware/build-images.sh                 # version from git describe
 #   VERSION=1.4.0 firmware/build-images.sh   # explicit version
 #   COLLECTORS=modbus BENCH=0 firmware/build-images.sh
+#   PLATFORMS=linux/amd64 OUT=/tmp/i BENCH_OUT=/tmp/i firmware/build-images.sh   # one platform (tests)
 #
 # Output: dist/images/collector-modbus.tar, dist/images/collector-opcua.tar,
 # tagged fieldgate/collector-<name>:$VERSION and :latest;
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 VERSION="${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}"
 COLLECTORS="${COLLECTORS:-modbus opcua}"
 BENCH="${BENCH:-1}"
-PLATFORMS="linux/amd64 linux/arm64 linux/arm/v7"
+PLATFORMS="${PLATFORMS:-linux/amd64 linux/arm64 linux/arm/v7}"
 OUT="${OUT:-dist/images}"
 BENCH_OUT="${BENCH_OUT:-dist/bench-images}"
 BUILD="${BUILD_DIR:-bin/images}"
