@@ -167,6 +167,22 @@ func TestComposeBench(t *testing.T) {
 	}
 	t.Logf("good batches (highest seq): %v", good)
 
+	// Finding devices from the bench, as compose/README.md shows it: the
+	// collector image's scan against the simulated Modbus TCP units.
+	out, err := compose("run", "--rm", "-T", "modbus", "scan", "--tcp", "devsim-modbus:5020", "--units", "1-5", "--timeout", "1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"unit 3 answers", "4 unit(s) found", "eaton-mmx "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("scan from the bench lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = compose("run", "--rm", "-T", "opcua", "browse", "--endpoint", "opc.tcp://devsim-opcua:4840", "--policy", "None", "--mode", "None")
+	if err != nil || !strings.Contains(out, "ns=1;s=boiler1.process_value") {
+		t.Errorf("browse from the bench: %v\n%s", err, out)
+	}
+
 	if _, err := compose("down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 		t.Fatal(err)
 	}
