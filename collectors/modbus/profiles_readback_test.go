@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"strings"
@@ -23,26 +22,11 @@ import (
 func TestEveryProfileReadBack(t *testing.T) {
 	names := profiles.Names()
 	frozen := time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
-	var units []devsim.Unit
+	units := map[uint8]string{}
 	for i, n := range names {
-		p, err := profiles.Lookup(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		units = append(units, devsim.Unit{ID: uint8(i + 1), Profile: p})
+		units[uint8(i+1)] = n
 	}
-	sim, err := devsim.NewModbus(devsim.Config{TCP: "127.0.0.1:0", Units: units},
-		devsim.WithClock(func() time.Time { return frozen }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	simDone := make(chan error, 1)
-	go func() { simDone <- sim.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-simDone })
-	if err := sim.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	sim := startDevsim(t, devsim.Config{TCP: "127.0.0.1:0"}, units, devsim.WithClock(func() time.Time { return frozen }))
 
 	var y strings.Builder
 	fmt.Fprintf(&y, "transport: tcp\ntcp: {address: %q}\ntimeout: 2s\ndevices:\n", sim.Addr())

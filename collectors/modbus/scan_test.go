@@ -192,9 +192,9 @@ func TestPlausible(t *testing.T) {
 	}
 }
 
-// startScanSim serves profiles by unit id from devsim, over TCP or on an
-// RTU serial device, until the test ends.
-func startScanSim(t *testing.T, cfg devsim.Config, units map[uint8]string) *devsim.Modbus {
+// startDevsim serves embedded profiles by unit id from devsim, over TCP or
+// on an RTU serial device, until the test ends.
+func startDevsim(t *testing.T, cfg devsim.Config, units map[uint8]string, opts ...devsim.Option) *devsim.Modbus {
 	t.Helper()
 	for id, name := range units {
 		p, err := profiles.Lookup(name)
@@ -203,7 +203,7 @@ func startScanSim(t *testing.T, cfg devsim.Config, units map[uint8]string) *devs
 		}
 		cfg.Units = append(cfg.Units, devsim.Unit{ID: id, Profile: p})
 	}
-	sim, err := devsim.NewModbus(cfg)
+	sim, err := devsim.NewModbus(cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func checkBestMatches(t *testing.T, res ScanResult, served map[uint8]string) {
 // devsim simulates among 1..20 and identifies each one's profile.
 func TestScanTCPDevsim(t *testing.T) {
 	served := map[uint8]string{2: "schneider-iem3250", 9: "eurotherm-3200", 17: "janitza-umg96rm"}
-	sim := startScanSim(t, devsim.Config{TCP: "127.0.0.1:0"}, served)
+	sim := startDevsim(t, devsim.Config{TCP: "127.0.0.1:0"}, served)
 	units, _ := ParseUnits("1-20")
 	s, err := NewScanner(ScanConfig{TCP: sim.Addr(), Units: units, Timeout: 300 * time.Millisecond, Profiles: allProfiles(t)})
 	if err != nil {
@@ -282,7 +282,7 @@ func TestScanRTUDevsim(t *testing.T) {
 	testpeer.Require(t, "socat")
 	master, slave := testpeer.PtyPair(t)
 	served := map[uint8]string{1: "eastron-sdm120", 4: "abb-b23", 6: "eaton-mmx"}
-	startScanSim(t, devsim.Config{RTU: slave, Serial: devsim.Serial{Baud: 9600}}, served)
+	startDevsim(t, devsim.Config{RTU: slave, Serial: devsim.Serial{Baud: 9600}}, served)
 	s, err := NewScanner(ScanConfig{Port: master, Units: []int{1, 2, 3, 4, 5, 6, 7, 8}, Bauds: []int{9600}, Parities: []string{"N"},
 		Timeout: 200 * time.Millisecond, Profiles: allProfiles(t)})
 	if err != nil {
