@@ -5,6 +5,8 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+//	fieldgate devices [--config FILE] [--json]
 //	fieldgate profiles [show NAME]
 //	fieldgate version
 //
@@ -48,6 +50,8 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+  fieldgate devices [--config FILE] [--json]
   fieldgate profiles [show NAME]
   fieldgate version
 `
@@ -95,6 +99,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
+	case "devices":
+		return cmdDevices(rest, stdout, stderr)
 	case "profiles":
 		return cmdProfiles(rest, stdout, stderr)
 	case "version":
@@ -105,5 +113,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, profiles, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, profiles, version)", cmd)
 }
