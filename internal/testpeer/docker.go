@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,7 +72,15 @@ func Dockerd(t testing.TB) *Docker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pool, err := freeAddressPool()
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
 	cmd := exec.Command(dockerd,
+		// Networks from a /20 of its own: two engines on one host (tests
+		// run in parallel) must not route to each other's containers.
+		"--default-address-pool", "base="+pool+",size=24",
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"-H", d.Host,
@@ -235,4 +244,47 @@ func processesUnder(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// freeAddressPool picks a random /20 in 172.16.0.0/12 that no route of the
+// host overlaps.
+func freeAddressPool() (string, error) {
+	routes, err := hostRoutes()
+	if err != nil {
+		return "", err
+	}
+	for range 64 {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		ip := net.IPv4(172, 16+b[0]%16, b[1]&0xF0, 0)
+		pool := &net.IPNet{IP: ip.To4(), Mask: net.CIDRMask(20, 32)}
+		if !slices.ContainsFunc(routes, func(r *net.IPNet) bool { return r.Contains(pool.IP) || pool.Contains(r.IP) }) {
+			return pool.String(), nil
+		}
+	}
+	return "", errors.New("no free /20 in 172.16.0.0/12 for the test engine's networks")
+}
+
+// hostRoutes reads the IPv4 routes of /proc/net/route (default route left out).
+func hostRoutes() ([]*net.IPNet, error) {
+	b, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		return nil, err
+	}
+	var out []*net.IPNet
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			continue
+		}
+		dst, err1 := strconv.ParseUint(f[1], 16, 32)
+		mask, err2 := strconv.ParseUint(f[7], 16, 32)
+		if err1 != nil || err2 != nil || mask == 0 {
+			continue
+		}
+		// /proc/net/route prints addresses in host (little-endian) byte order.
+		le := func(v uint64) net.IP { return net.IPv4(byte(v), byte(v>>8), byte(v>>16), byte(v>>24)).To4() }
+		out = append(out, &net.IPNet{IP: le(dst), Mask: net.IPMask(le(mask))})
+	}
+	return out, nil
 }
