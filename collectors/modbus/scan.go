@@ -138,15 +138,21 @@ type ScanResult struct {
 type Scanner struct {
 	cfg      ScanConfig
 	lines    []LineSettings
-	openLine func(LineSettings) (Transport, error)
+	openLine func(LineSettings) (scanLine, error)
 	now      func() time.Time
+}
+
+// scanLine is what a scan needs of a transport: it only reads.
+type scanLine interface {
+	Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]byte, error)
+	Close() error
 }
 
 // ScanOption configures a Scanner beyond ScanConfig.
 type ScanOption func(*Scanner)
 
 // withScanLine replaces the real serial/TCP transports (unit tests).
-func withScanLine(open func(LineSettings) (Transport, error)) ScanOption {
+func withScanLine(open func(LineSettings) (scanLine, error)) ScanOption {
 	return func(s *Scanner) { s.openLine = open }
 }
 
@@ -250,7 +256,7 @@ func (s *Scanner) WorstCase() time.Duration {
 	return min(d, s.cfg.MaxTime)
 }
 
-func (s *Scanner) open(l LineSettings) (Transport, error) {
+func (s *Scanner) open(l LineSettings) (scanLine, error) {
 	if s.cfg.TCP != "" {
 		return newTCPConn(s.cfg.TCP, s.cfg.Timeout)
 	}
@@ -336,7 +342,7 @@ func (s *Scanner) Run(ctx context.Context, found func(ScanHit)) (ScanResult, err
 // answer, an exception included, means a unit is there — except the
 // gateway exceptions 10 and 11, with which a TCP gateway says the unit
 // behind it is absent. It reports whether any answer was garbage.
-func (s *Scanner) probeLine(ctx context.Context, tr Transport, l LineSettings, res *ScanResult, found func(ScanHit)) (garbage bool, err error) {
+func (s *Scanner) probeLine(ctx context.Context, tr scanLine, l LineSettings, res *ScanResult, found func(ScanHit)) (garbage bool, err error) {
 	for _, u := range s.cfg.Units {
 		if ctx.Err() != nil {
 			return garbage, ctx.Err()
@@ -381,7 +387,7 @@ const (
 
 // matchProfile reads every tag of p from unit, with the collector's own
 // request plan: coalesced reads, split when the device refuses a span.
-func (s *Scanner) matchProfile(ctx context.Context, tr Transport, unit int, p *profiles.Profile) (ProfileMatch, error) {
+func (s *Scanner) matchProfile(ctx context.Context, tr scanLine, unit int, p *profiles.Profile) (ProfileMatch, error) {
 	dev := Device{Name: p.Name, UnitID: unit}
 	for i := range p.Tags {
 		dev.Tags = append(dev.Tags, profileTag(&p.Tags[i], dev.Pos))

@@ -47,7 +47,7 @@ func TestScanFindsUnitsAndSettings(t *testing.T) {
 		"9600 8E1":  {answers: map[byte]error{3: &ExceptionError{Function: 3, Code: 11}}, reads: &reads},
 	}
 	var opened []string
-	open := func(l LineSettings) (Transport, error) {
+	open := func(l LineSettings) (scanLine, error) {
 		opened = append(opened, l.String())
 		if f, ok := lines[l.String()]; ok {
 			return f, nil
@@ -81,7 +81,7 @@ func TestScanFindsUnitsAndSettings(t *testing.T) {
 }
 
 func TestScanStopsAtMaxTime(t *testing.T) {
-	slow := func(LineSettings) (Transport, error) { return slowLine{}, nil }
+	slow := func(LineSettings) (scanLine, error) { return slowLine{}, nil }
 	s, err := NewScanner(ScanConfig{Port: "/dev/ttyX", Units: []int{1, 2, 3, 4, 5}, Bauds: []int{9600}, Parities: []string{"N"},
 		MaxTime: 50 * time.Millisecond}, withScanLine(slow))
 	if err != nil {
