@@ -60,12 +60,8 @@ func (r *reportReader) readAll(dirs map[string]string) map[string]json.RawMessag
 	results := make(chan result, len(dirs))
 	pending := map[string]bool{}
 	for name, dir := range dirs {
-		r.mu.Lock()
-		busy := r.inflight[name]
-		r.inflight[name] = true
-		r.mu.Unlock()
-		if busy {
-			continue
+		if r.testAndSet(r.inflight, name) {
+			continue // the last read has not returned
 		}
 		pending[name] = true
 		go func() { // ends when the read does; bounded to one per collector
@@ -124,14 +120,18 @@ func (r *reportReader) read(name, dir string) json.RawMessage {
 	return json.RawMessage(raw)
 }
 
+// testAndSet sets m[key] under r.mu and tells whether it was set already.
+func (r *reportReader) testAndSet(m map[string]bool, key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	was := m[key]
+	m[key] = true
+	return was
+}
+
 // problem logs a kind of problem with a collector's files once.
 func (r *reportReader) problem(name, kind string, err error) {
-	key := name + "\x00" + kind
-	r.mu.Lock()
-	seen := r.logged[key]
-	r.logged[key] = true
-	r.mu.Unlock()
-	if seen {
+	if r.testAndSet(r.logged, name+"\x00"+kind) {
 		return
 	}
 	args := []any{"collector", name, "file", collectorStatusFile, "problem", kind}
