@@ -234,11 +234,11 @@ func evalSymlinks(p string) string {
 	if r, err := filepath.EvalSymlinks(p); err == nil {
 		return r
 	}
-	dir, base := filepath.Split(p)
-	if dir == "" || dir == p {
+	dir := filepath.Dir(p)
+	if dir == p {
 		return p
 	}
-	return filepath.Join(evalSymlinks(strings.TrimSuffix(dir, "/")), base)
+	return filepath.Join(evalSymlinks(dir), filepath.Base(p))
 }
 
 // user is who s runs as: nil for root.
