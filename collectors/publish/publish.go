@@ -33,7 +33,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -136,6 +135,7 @@ type Publisher struct {
 	lastError string
 	published uint64
 	statusDue chan struct{}
+	handlers  []handler // subscriptions made on every connection (Handle)
 	// statusFileErr: the last status file write failed (logged once).
 	statusFileErr bool
 }
@@ -221,7 +221,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	opts.SetOnConnectHandler(func(mqtt.Client) {
+	opts.SetOnConnectHandler(func(c mqtt.Client) {
 		p.mu.Lock()
 		p.connected, p.lastError = true, ""
 		select {
@@ -232,6 +232,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		p.mu.Unlock()
 		p.log.Info("mqtt connected")
 		p.requestStatus()
+		p.subscribeHandlers(c)
 	})
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		p.mu.Lock()
@@ -582,7 +583,7 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 	defer tick.Stop()
 	due := true
 	for {
-		p.writeStatusFile(p.state())
+		p.writeStatusFile(StateOnline)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -594,7 +595,7 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 			continue
 		}
 		due = false
-		p.client.Publish(p.statusTopic, 1, true, p.statusPayload(p.state(), time.Now(), p.deviceStates()))
+		p.client.Publish(p.statusTopic, 1, true, p.statusPayload(StateOnline, time.Now(), p.deviceStates()))
 	}
 }
 
@@ -603,13 +604,6 @@ const (
 	StateOnline   = "online"
 	StateDegraded = "degraded" // running, but the queue cannot keep its promise (Status.Degraded says why)
 )
-
-func (p *Publisher) state() string {
-	if p.queue.Stats().Degraded != "" {
-		return StateDegraded
-	}
-	return StateOnline
-}
 
 func (p *Publisher) deviceStates() map[string]string {
 	p.mu.Lock()
@@ -639,67 +633,18 @@ type MQTTStatus struct {
 	Published uint64 `json:"published"`
 }
 
-// writeStatusFile replaces DATA_DIR/status.json (0600) atomically. On a
-// full disk, where a new file cannot be created, it overwrites the old one
-// in place instead (its blocks are already allocated), so the supervisor
-// still sees why the collector is degraded.
+// writeStatusFile replaces DATA_DIR/status.json (see WriteStatusFile).
 func (p *Publisher) writeStatusFile(state string) {
 	st := p.Stats()
 	fs := FileStatus{
 		Status: p.status(state, time.Now(), p.deviceStates()),
 		MQTT:   MQTTStatus{Broker: p.cfg.Broker, Connected: st.Connected, LastError: st.LastError, Published: st.Published},
 	}
-	b, err := json.Marshal(fs)
-	if err != nil {
-		return
-	}
-	b = append(b, '\n')
-	path := filepath.Join(p.cfg.DataDir, StatusFile)
-	err = replaceFile(path, b)
-	if err != nil {
-		err = overwriteFile(path, b)
-	}
+	err := WriteStatusFile(p.cfg.DataDir, fs)
 	if err != nil && !p.statusFileErr {
-		p.log.Warn("status file not written", "path", path, "err", err)
+		p.log.Warn("status file not written", "dir", p.cfg.DataDir, "err", err)
 	}
 	p.statusFileErr = err != nil
-}
-
-// replaceFile writes b to a new file and renames it over path.
-func replaceFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	_ = f.Chmod(0o600)
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
-// overwriteFile writes b over the existing regular file at path.
-func overwriteFile(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("%q is not a regular file", path)
-	}
-	if _, err := f.WriteAt(b, 0); err != nil {
-		return err
-	}
-	return f.Truncate(int64(len(b)))
 }
 
 // Status is the retained collector status message.
@@ -744,17 +689,28 @@ type QueueStatus struct {
 
 // status builds the status message.
 func (p *Publisher) status(state string, ts time.Time, devices map[string]string) Status {
-	q := p.queue.Stats()
-	st := Status{State: state, TS: ts.UnixMilli(), Version: p.cfg.Version, Devices: devices, Degraded: q.Degraded,
-		Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected,
-			Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, AckClamped: q.AckClamped, InMemory: q.InMemory}}
+	st := Status{State: state, TS: ts.UnixMilli(), Version: p.cfg.Version, Devices: devices}
+	st.AddQueue(p.queue.Stats())
+	return st
+}
+
+// AddQueue reports the outbound queue's figures in st: its queue counters,
+// degraded and resumed. Every output (JSON, Sparkplug) reports its queue
+// this way.
+func (st *Status) AddQueue(q queue.Stats) {
+	st.Degraded = q.Degraded
+	st.Queue = &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected,
+		Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, AckClamped: q.AckClamped, InMemory: q.InMemory}
+	st.Resumed = nil
 	if r := q.Resumed; r != nil {
 		st.Resumed = &Resumed{AfterSeq: r.AfterSeq, NextSeq: r.NextSeq, Reason: r.Reason}
 		if r.NextSeq > r.AfterSeq+1 {
 			st.Resumed.LostFrom, st.Resumed.LostTo = r.AfterSeq+1, r.NextSeq-1
 		}
 	}
-	return st
+	if st.State == StateOnline && q.Degraded != "" {
+		st.State = StateDegraded
+	}
 }
 
 // statusPayload encodes the status; the will (zero ts) carries no devices.
