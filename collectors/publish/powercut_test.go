@@ -86,14 +86,14 @@ func TestPowerCutProcess(t *testing.T) {
 		}
 		if round == rounds {
 			// The last run stops cleanly and its backlog arrives.
-			child.Process.Signal(syscall.SIGTERM)
-			if err := child.Wait(); err != nil {
+			child.Cmd.Process.Signal(syscall.SIGTERM)
+			<-child.Exited()
+			if err := child.Err(); err != nil {
 				t.Fatalf("last run: %v", err)
 			}
 			break
 		}
-		child.Process.Kill()
-		child.Wait()
+		child.Kill()
 		cuts := powerCut(t, rnd, dir, observed)
 		t.Logf("round %d: killed after %d batches; %s", round, len(got)-before, strings.Join(cuts, "; "))
 		os.Remove(observed)
@@ -134,26 +134,12 @@ func TestPowerCutProcess(t *testing.T) {
 	t.Logf("%d batches received, up to seq %d; reported possibly lost: %v", len(got), last, lostRanges)
 }
 
-func startPowerCutChild(t *testing.T, broker, dir, observed, boot string) *exec.Cmd {
+func startPowerCutChild(t *testing.T, broker, dir, observed, boot string) *testpeer.Process {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPowerCutProcess$", "-test.timeout=5m")
 	cmd.Env = append(os.Environ(), "FG_POWERCUT_CHILD=1", "FG_BROKER="+broker, "FG_DATA="+dir,
 		"FG_OBSERVED="+observed, "FG_BOOT="+boot)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("child %s output:\n%s", boot, out.String())
-		}
-	})
-	return cmd
+	return testpeer.StartCmd(t, "publishing child "+boot, cmd)
 }
 
 // powerCutChild publishes a batch every 2 ms until SIGTERM (or SIGKILL),

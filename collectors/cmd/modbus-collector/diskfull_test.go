@@ -33,24 +33,10 @@ func TestBinaryDiskFull(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("transport: tcp\ntcp: {address: %q}\ndevices:\n  - name: meter1\n    unit_id: 1\n    tags:\n      - {name: voltage, table: holding_register, address: 0, type: uint16}\n", slave.Addr)), 0o644)
 	data := testpeer.Subscribe(t, broker, "fieldgate/+/data/modbus/meter1")
 	status := testpeer.Subscribe(t, broker, "fieldgate/+/status/modbus")
-	start := func() *exec.Cmd {
+	start := func() *testpeer.Process {
 		cmd := exec.Command(bin)
 		cmd.Env = []string{"POLL_INTERVAL=20ms", "MQTT_BROKER=" + broker, "COLLECTOR_CONFIG=" + cfgPath, "DATA_DIR=" + filepath.Join(disk, "data")}
-		var out testpeer.SyncBuffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-			if t.Failed() {
-				t.Logf("collector output:\n%s", out.String())
-			}
-		})
-		return cmd
+		return testpeer.StartCmd(t, "modbus-collector", cmd)
 	}
 	seen := map[uint64]bool{}
 	var last uint64
@@ -106,8 +92,7 @@ func TestBinaryDiskFull(t *testing.T) {
 	waitStatus(t, status, func(st map[string]any) bool { return st["state"] == "online" })
 	receive(20)
 
-	cmd.Process.Kill()
-	cmd.Wait()
+	cmd.Kill()
 	before := last
 	start()
 	receive(20)
