@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -111,37 +112,56 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // Process is a peer process started for a test.
 type Process struct {
-	Cmd *exec.Cmd
-	Log *SyncBuffer
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
+	done chan struct{}
+	err  error
 }
 
 // Start runs name with args, its output captured, and kills its process
 // group when the test ends.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	return StartCmd(t, name, exec.Command(name, args...))
+}
+
+// StartCmd runs a prepared command (its environment set, say) like Start;
+// name labels its output in the test log.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
 	buf := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	p := &Process{Cmd: cmd, Log: buf}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	p := &Process{Cmd: cmd, Log: buf, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			<-p.done
 		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, buf.String())
 		}
 	})
 	return p
+}
+
+// Exited is closed once the process has exited; Err then tells how.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
+// Err is the process's exit error (nil for status 0), once Exited.
+func (p *Process) Err() error { return p.err }
+
+// Kill SIGKILLs the process group and waits for the process to exit.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
 }
 
 // SyncBuffer is an io.Writer safe for concurrent use, read with String.
@@ -337,11 +357,26 @@ func Subscribe(t testing.TB, broker, topic string) <-chan Message {
 
 // PtyPair starts socat with two linked pseudo-terminals (raw, no echo), the
 // way a test stands in for an RS-485 line: the collector opens one end, the
-// simulated slave the other. It returns both paths.
+// simulated slave the other. It returns both paths. Each end is made
+// read-write for group dialout (mode 0660), as a udev rule does for a real
+// USB serial adapter, so a collector that is not root reaches it through its
+// group; devpts alone would leave it 0620.
 func PtyPair(t testing.TB) (string, string) {
 	t.Helper()
 	Require(t, "socat")
-	return startPtyPair(t, "pty,raw,echo=0")
+	return startPtyPair(t, ptyOptions)
+}
+
+// ptyOptions are socat's options for a pty end like a serial adapter's node.
+var ptyOptions = "pty,raw,echo=0,perm=0660,group=" + SerialGroup()
+
+// SerialGroup is the numeric id of the group owning serial lines (Debian's
+// dialout, 20 when the host has no such group).
+func SerialGroup() string {
+	if g, err := user.LookupGroup("dialout"); err == nil {
+		return g.Gid
+	}
+	return "20"
 }
 
 // PtyLinks is PtyPair with stable symlink paths (dir/a, dir/b) that socat
@@ -350,11 +385,11 @@ func PtyLinks(t testing.TB, dir string) (*Process, string, string) {
 	t.Helper()
 	Require(t, "socat")
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	p := Start(t, "socat", "-d", "-d", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	WaitFor(t, 10*time.Second, "socat pty links", func() bool {
-		_, errA := os.Stat(a)
-		_, errB := os.Stat(b)
-		return errA == nil && errB == nil
+	p := Start(t, "socat", "-d", "-d", ptyOptions+",link="+a, ptyOptions+",link="+b)
+	WaitFor(t, 10*time.Second, "socat pty links with their group's access", func() bool {
+		stA, errA := os.Stat(a)
+		stB, errB := os.Stat(b)
+		return errA == nil && errB == nil && stA.Mode().Perm() == 0o660 && stB.Mode().Perm() == 0o660
 	})
 	return p, a, b
 }
@@ -385,10 +420,12 @@ func startPtyPair(t testing.TB, spec string) (string, string) {
 		for sc.Scan() {
 			if m := ptyRe.FindStringSubmatch(sc.Text()); m != nil {
 				found = append(found, m[1])
-				if len(found) == 2 {
-					paths <- found
-					break
-				}
+			}
+			// socat names each pty before it applies perm= and group=;
+			// both ends are ready once it starts moving data.
+			if len(found) == 2 && strings.Contains(sc.Text(), "starting data transfer loop") {
+				paths <- found
+				break
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
