@@ -123,7 +123,8 @@ type Publisher struct {
 
 	queue *queue.Queue
 	// pubMu orders seq numbering with queue appends.
-	pubMu sync.Mutex
+	pubMu   sync.Mutex
+	encoded []byte // Publish's payload buffer, under pubMu
 
 	mu        sync.Mutex
 	devices   map[string]string
@@ -350,9 +351,11 @@ func (p *Publisher) Publish(_ context.Context, b reading.Batch) error {
 	defer p.pubMu.Unlock()
 	seq := p.queue.LastSeq() + 1
 	b.Seq = seq
-	payload := b.AppendJSON(make([]byte, 0, 64+len(b.Readings)*80))
+	// The queue copies what it keeps (into its log or its memory
+	// fallback), so one buffer serves every batch.
+	p.encoded = b.AppendJSON(p.encoded[:0])
 	before := p.queue.Stats()
-	err := p.queue.Append(queue.Record{Seq: seq, TS: b.TS, Topic: topic, Payload: payload})
+	err := p.queue.Append(queue.Record{Seq: seq, TS: b.TS, Topic: topic, Payload: p.encoded})
 	after := p.queue.Stats()
 	switch {
 	case errors.Is(err, queue.ErrFull):

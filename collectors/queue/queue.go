@@ -783,6 +783,7 @@ func (q *Queue) LastSeq() uint64 {
 // disk refuses the write, r is kept in memory (bounded by MemoryBytes, then
 // the policy applies), the queue reports itself degraded, and Append returns
 // nil: r is still sent, and written to disk with the next append that works.
+// Append keeps no reference to r.Payload: the caller may reuse it.
 func (q *Queue) Append(r Record) error {
 	q.mu.Lock()
 	if !q.always && r.Seq > q.reserved && !q.closed {

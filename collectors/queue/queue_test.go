@@ -325,3 +325,17 @@ func TestAcknowledgedRecordsLeaveTheDisk(t *testing.T) {
 		t.Errorf("log holds %d bytes after acknowledging everything but one record", size)
 	}
 }
+
+// TestAppendKeepsNoPayload: Append copies what it keeps, so a caller may
+// encode every batch into one reused buffer (the publisher does).
+func TestAppendKeepsNoPayload(t *testing.T) {
+	q := open(t, Config{Dir: t.TempDir()})
+	buf := []byte(`{"seq":1}`)
+	if err := q.Append(Record{Seq: 1, TS: time.Now(), Topic: "t", Payload: buf}); err != nil {
+		t.Fatal(err)
+	}
+	copy(buf, `{"seq":9}`)
+	if r := next(t, q); string(r.Payload) != `{"seq":1}` {
+		t.Errorf("payload %q, want the one appended", r.Payload)
+	}
+}
