@@ -221,6 +221,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		SetWriteTimeout(10*time.Second).
 		SetConnectTimeout(10*time.Second).
 		SetBinaryWill(p.statusTopic, p.statusPayload("offline", time.Time{}, nil), 1, true)
+	bufferReads(opts, cfg.Broker)
 	if err := Secure(opts, cfg.Broker, Credentials{Username: cfg.Username, PasswordFile: cfg.PasswordFile,
 		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
