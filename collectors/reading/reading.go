@@ -73,16 +73,32 @@ func (b *Batch) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"replayed":true`...)
 	}
 	dst = append(dst, `,"readings":[`...)
+	var ts tsDigits
 	for i := range b.Readings {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = b.Readings[i].appendJSON(dst)
+		dst = b.Readings[i].appendJSON(dst, &ts)
 	}
 	return append(dst, "]}"...)
 }
 
-func (r *Reading) appendJSON(dst []byte) []byte {
+// tsDigits remembers the digits of the last reading's ts: the readings of
+// one Modbus request, or one OPC UA notification, share their time.
+type tsDigits struct {
+	ms     int64
+	digits [20]byte
+	n      int
+}
+
+func (t *tsDigits) append(dst []byte, ms int64) []byte {
+	if t.n == 0 || ms != t.ms {
+		t.ms, t.n = ms, len(strconv.AppendInt(t.digits[:0], ms, 10))
+	}
+	return append(dst, t.digits[:t.n]...)
+}
+
+func (r *Reading) appendJSON(dst []byte, ts *tsDigits) []byte {
 	dst = append(dst, `{"tag":`...)
 	dst = appendString(dst, r.Tag)
 	dst = append(dst, `,"value":`...)
@@ -102,7 +118,7 @@ func (r *Reading) appendJSON(dst []byte) []byte {
 		dst = appendString(dst, r.Error)
 	}
 	dst = append(dst, `,"ts":`...)
-	dst = strconv.AppendInt(dst, Millis(r.TS), 10)
+	dst = ts.append(dst, Millis(r.TS))
 	return append(dst, '}')
 }
 

@@ -86,15 +86,28 @@ func FuzzAppendJSON(f *testing.F) {
 	})
 }
 
+// BenchmarkAppendJSON encodes a batch of 100 readings sharing one time:
+// floats (a meter's float32 registers scaled) and uint16 registers (a
+// PLC's words, the scale benchmarks' load).
 func BenchmarkAppendJSON(b *testing.B) {
-	batch := Batch{Gateway: "line3-gw01", Collector: "modbus-line3", Device: "meter1", Seq: 1, TS: time.Now()}
-	for i := 0; i < 100; i++ {
-		batch.Readings = append(batch.Readings, Reading{Tag: "voltage_l1", Value: 230.1 + float64(i), Unit: "V", Quality: Good, TS: batch.TS})
+	for _, tc := range []struct {
+		name  string
+		value func(i int) any
+	}{
+		{"float", func(i int) any { return 230.1 + float64(i) }},
+		{"uint16", func(i int) any { return uint64(1000 + 7*i) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			batch := Batch{Gateway: "line3-gw01", Collector: "modbus-line3", Device: "meter1", Seq: 1, TS: time.Now()}
+			for i := 0; i < 100; i++ {
+				batch.Readings = append(batch.Readings, Reading{Tag: "voltage_l1", Value: tc.value(i), Unit: "V", Quality: Good, TS: batch.TS})
+			}
+			var buf []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = batch.AppendJSON(buf[:0])
+			}
+			b.ReportMetric(float64(b.N*len(batch.Readings))/b.Elapsed().Seconds(), "readings/s")
+		})
 	}
-	var buf []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = batch.AppendJSON(buf[:0])
-	}
-	b.ReportMetric(float64(b.N*len(batch.Readings))/b.Elapsed().Seconds(), "readings/s")
 }
