@@ -52,7 +52,7 @@ test: setup ## run every test (unit, real-peer integration, short fuzzing) — w
 fuzz: ## fuzz every target for longer (FUZZTIME=5m by default here)
 	@scripts/fuzz.sh $(if $(filter command line,$(origin FUZZTIME)),$(FUZZTIME),5m) $(FUZZ_TARGETS)
 
-bench: setup ## run the benchmarks and print the figures
+bench: setup ## run every benchmark (about 20 minutes) and write the report bench/RESULTS.md
 	@scripts/bench.sh
 
 demo: setup build images ## the one-command demo: simulated devices, local broker, local containerd

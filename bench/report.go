@@ -137,8 +137,9 @@ type Machine struct {
 // run keeps as it is.
 const analysisHeading = "## Analysis"
 
-// tableRow is a figure's row in a report: | `id` | what | value | …
-var tableRow = regexp.MustCompile("^\\| `([a-z0-9-]+)` \\| [^|]* \\| ([^|]*) \\|")
+// tableRow is a figure's row in a report: | `id` | what | value | unit |
+// target | met | previous |
+var tableRow = regexp.MustCompile("^\\| `([a-z0-9-]+)` \\| [^|]* \\| ([^|]*) \\|[^|]*\\|[^|]*\\|[^|]*\\| ([^|]*) \\|")
 
 // ReadPrevious takes the figures and the hand-written analysis out of a
 // report written before (empty when there was none).
@@ -153,8 +154,12 @@ func ReadPrevious(report string) (values map[string]float64, analysis string) {
 		if m == nil {
 			continue
 		}
-		if v, err := strconv.ParseFloat(strings.ReplaceAll(strings.TrimSpace(m[2]), ",", ""), 64); err == nil {
-			values[m[1]] = v
+		// A figure that run did not measure passes its previous value on.
+		for _, cell := range m[2:] {
+			if v, err := strconv.ParseFloat(strings.ReplaceAll(strings.TrimSpace(cell), ",", ""), 64); err == nil {
+				values[m[1]] = v
+				break
+			}
 		}
 	}
 	return values, analysis

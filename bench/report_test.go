@@ -32,7 +32,7 @@ func TestWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	prev, analysis := ReadPrevious(string(old))
-	if prev["tcp-cpu"] != 2.21 || prev["encode-uint16"] != 10129059 {
+	if prev["tcp-cpu"] != 2.21 || prev["encode-uint16"] != 10129059 || prev["rtu-long"] != 99.2 {
 		t.Errorf("previous values %v", prev)
 	}
 	m := Machine{CPUs: 2, Model: "AMD EPYC", LoadStart: "4.10 5.23 7.71", LoadEnd: "6.00 5.50 7.00",
