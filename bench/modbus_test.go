@@ -124,7 +124,7 @@ func writeModbusConfig(b *testing.B, path string, addrs []string, registers int)
 	for i, a := range addrs {
 		fmt.Fprintf(w, "  - name: plc%04d\n    address: %s\n    unit_id: 1\n    tags:\n", i+1, a)
 		for r := 0; r < registers; r++ {
-			fmt.Fprintf(w, "      - {name: r%03d, table: holding_register, address: %d, type: uint16, unit: count}\n", r, r)
+			fmt.Fprintf(w, "      - {name: r%03d, table: holding_register, address: %d, type: uint16}\n", r, r)
 		}
 	}
 	if err := w.Flush(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -357,7 +358,29 @@ type fieldInfo struct {
 	index []int
 }
 
+// structInfo is what decoding needs to know of a struct type.
+type structInfo struct {
+	fields   map[string]fieldInfo
+	names    []string
+	posIndex [][]int
+}
+
+// structCache holds the structInfo of every type decoded so far: a large
+// file decodes the same tag struct a hundred thousand times (as
+// encoding/json, reflection is done once per type).
+var structCache sync.Map // reflect.Type -> *structInfo
+
 func structFields(t reflect.Type) (fields map[string]fieldInfo, names []string, posIndex [][]int) {
+	if si, ok := structCache.Load(t); ok {
+		si := si.(*structInfo)
+		return si.fields, si.names, si.posIndex
+	}
+	fields, names, posIndex = buildStructFields(t)
+	structCache.Store(t, &structInfo{fields, names, posIndex})
+	return fields, names, posIndex
+}
+
+func buildStructFields(t reflect.Type) (fields map[string]fieldInfo, names []string, posIndex [][]int) {
 	fields = map[string]fieldInfo{}
 	var walk func(t reflect.Type, prefix []int)
 	walk = func(t reflect.Type, prefix []int) {

@@ -45,22 +45,36 @@ type device struct {
 	retryAt time.Time
 	status  string
 	stats   deviceCounters
-	cycleN  uint64            // the bus cycle of the last batch
-	garbled bool              // a garbage answer was logged since the last good one
-	rs      []reading.Reading // the batch's readings, reused every poll (see Sink)
+	cycleN  uint64 // the bus cycle of the last batch
+	garbled bool   // a garbage answer was logged since the last good one
 }
 
-// readings returns the device's reading slice with every tag reset to no
-// value at ts.
+// readingsPool holds the slices batches are built in: the Sink does not
+// keep them, so a slice goes back once its batch is published, and the
+// links polling at one moment share a few slices instead of every device
+// holding its own (10 MB for 1,000 devices of 100 tags).
+var readingsPool sync.Pool // *[]reading.Reading
+
+// readings returns a slice from the pool with every tag of d reset to no
+// value at ts; publish gives it back.
 func (d *device) readings(ts time.Time) []reading.Reading {
 	tags := d.dev.Tags
-	if len(d.rs) != len(tags) {
-		d.rs = make([]reading.Reading, len(tags))
+	var rs []reading.Reading
+	if p, ok := readingsPool.Get().(*[]reading.Reading); ok && cap(*p) >= len(tags) {
+		rs = (*p)[:len(tags)]
+	} else {
+		rs = make([]reading.Reading, len(tags))
 	}
-	for i := range d.rs {
-		d.rs[i] = reading.Reading{Tag: tags[i].Name, Unit: tags[i].Unit, TS: ts}
+	for i := range rs {
+		rs[i] = reading.Reading{Tag: tags[i].Name, Unit: tags[i].Unit, TS: ts}
 	}
-	return d.rs
+	return rs
+}
+
+func putReadings(rs []reading.Reading) {
+	clear(rs) // the pool keeps no strings or values alive
+	rs = rs[:0]
+	readingsPool.Put(&rs)
 }
 
 // run polls on the grid first + k×interval (see Scheduling in
@@ -324,7 +338,9 @@ func (b *bus) setStatus(d *device, status string) {
 	b.p.sink.SetDeviceStatus(d.dev.Name, status)
 }
 
+// publish hands the batch to the sink, and rs back to the pool.
 func (b *bus) publish(ctx context.Context, d *device, ts time.Time, rs []reading.Reading) error {
+	defer putReadings(rs)
 	d.cycleN = b.cycleN
 	batch := reading.Batch{Device: d.dev.Name, TS: ts, Readings: rs}
 	if b.p.filter != nil && !b.p.filter.Apply(&batch) {

@@ -5,6 +5,7 @@ package modbus
 
 import (
 	"fmt"
+	"iter"
 	"math"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unique"
 
 	"fieldgate/collectors/command"
 	"fieldgate/collectors/configfile"
@@ -325,6 +327,15 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // register tags, type bool on coil and discrete_input tags, port 502 on a tcp
 // address without one.
 func ParseConfig(path string, data []byte) (*Config, error) {
+	if cfg, ok := parseSplit(path, data); ok {
+		return cfg, nil
+	}
+	return parseWhole(path, data)
+}
+
+// parseWhole parses the file as one node tree and reports every problem at
+// its line.
+func parseWhole(path string, data []byte) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		// configfile words and positions the syntax error.
@@ -346,11 +357,60 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	}
 	loc.root = raw.Pos
 	v := validator{errs: errs, loc: loc}
-	cfg := v.config(&raw)
+	cfg := v.config(&raw, func(yield func(*rawDevice) bool) {
+		for i := range raw.Devices {
+			if !yield(&raw.Devices[i]) {
+				return
+			}
+		}
+	})
 	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// parseSplit parses a file whose device list configfile.SplitList can cut
+// one device at a time, so that the node tree of one device is all it ever
+// holds: an 8 MB file of 1,000 PLCs × 100 registers peaks at a few MB
+// instead of half a gigabyte. It gives up (ok false) when the file cannot
+// be cut or has any problem at all: parseWhole then finds and words them,
+// every one at its line, as it always has.
+func parseSplit(path string, data []byte) (cfg *Config, ok bool) {
+	rest, items, ok := configfile.SplitList(data, "devices", "modbus")
+	if !ok {
+		return nil, false
+	}
+	var raw rawConfig
+	if err := configfile.Decode(path, rest, &raw, configfile.Unwrap("modbus")); err != nil || raw.Devices != nil {
+		return nil, false // devices left in the rest: the cut was not clean
+	}
+	if raw.Pos.Line == 0 {
+		raw.Pos.Line = 1
+	}
+	errs := configfile.NewErrors(path)
+	v := validator{errs: errs, loc: locator{root: raw.Pos}}
+	failed := false
+	cfg = v.config(&raw, func(yield func(*rawDevice) bool) {
+		for _, it := range items {
+			n, err := configfile.ParseItem(it)
+			var rd rawDevice
+			if err == nil {
+				err = configfile.DecodeNode(path, n, &rd)
+			}
+			if err != nil || errs.Len() > 0 {
+				failed = true
+				return
+			}
+			if !yield(&rd) {
+				return
+			}
+		}
+	})
+	if failed || errs.Len() > 0 {
+		return nil, false
+	}
+	return cfg, true
 }
 
 // locator knows the line of every key of the file by its path
@@ -404,7 +464,10 @@ func (v *validator) add(path string, fallback configfile.Pos, format string, arg
 	v.errs.Add(v.loc.at(path, fallback), format, args...)
 }
 
-func (v *validator) config(raw *rawConfig) *Config {
+// config validates raw and the devices of the file, which devices yields
+// in file order (raw.Devices is not used: the devices may be decoded one at
+// a time).
+func (v *validator) config(raw *rawConfig, devices iter.Seq[*rawDevice]) *Config {
 	cfg := &Config{
 		Transport: raw.Transport,
 		Serial:    raw.Serial,
@@ -463,14 +526,13 @@ func (v *validator) config(raw *rawConfig) *Config {
 		cfg.TCP.Address = addr
 	}
 
-	if len(raw.Devices) == 0 {
-		v.add("devices", root, "devices: at least one device is required")
-	}
 	names := map[string]int{}            // device name -> line
 	units := map[string]map[int]string{} // bus -> unit id -> device
-	for i := range raw.Devices {
+	i := -1
+	for rd := range devices {
+		i++
 		path := fmt.Sprintf("devices[%d]", i)
-		d := v.device(cfg, &raw.Devices[i], path)
+		d := v.device(cfg, rd, path)
 		if d.Name != "" {
 			if line, dup := names[d.Name]; dup {
 				v.add(path+".name", d.Pos, "duplicate device name %q (first at line %d)", d.Name, line)
@@ -492,6 +554,9 @@ func (v *validator) config(raw *rawConfig) *Config {
 			units[bus][d.UnitID] = d.Name
 		}
 		cfg.Devices = append(cfg.Devices, d)
+	}
+	if i < 0 {
+		v.add("devices", root, "devices: at least one device is required")
 	}
 	return cfg
 }
@@ -620,8 +685,9 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 
 	// Tags from the file, then the profile's merged in; paths[k] is the
 	// file path of d.Tags[k] ("" for a tag that came from the profile).
-	seen := map[string]int{}
-	var paths []string
+	seen := make(map[string]int, len(rd.Tags))
+	paths := make([]string, 0, len(rd.Tags))
+	d.Tags = make([]Tag, 0, len(rd.Tags))
 	for j := range rd.Tags {
 		t := rd.Tags[j]
 		tp := fmt.Sprintf("%s.tags[%d]", path, j)
@@ -763,7 +829,13 @@ func (v *validator) tag(d *Device, t *Tag, path string, who string) {
 	for _, p := range t.Report.TagProblems(d.Report, t.Limits.Min, t.Limits.Max, t.ValueType().IsNumeric()) {
 		bad(p.Key, "%s", p.Msg)
 	}
+	// The decoder made a string of every value; a thousand PLCs with the
+	// same register names, tables, types and units keep one of each.
+	t.Name, t.Unit, t.ByteOrder = intern(t.Name), intern(t.Unit), intern(t.ByteOrder)
+	t.Table, t.Type = intern(t.Table), intern(t.Type)
 }
+
+func intern[S ~string](s S) S { return S(unique.Make(string(s)).Value()) }
 
 // MaxWriteRegisters is the most registers one write (function 16) carries.
 const MaxWriteRegisters = 123

@@ -3,8 +3,10 @@ package modbus
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -272,4 +274,69 @@ func TestValidListsInErrors(t *testing.T) {
 	if !slices.Contains(profiles.Names(), "eastron-sdm630") {
 		t.Error("profile eastron-sdm630 is not embedded")
 	}
+}
+
+// TestParseSplitMatchesWhole: a file decoded one device at a time gives the
+// very Config the whole node tree gives — the good fixtures, and generated
+// files in every shape the cut takes; a file with any problem is left to
+// the whole-tree parse.
+func TestParseSplitMatchesWhole(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.yml")
+	docs := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[filepath.Base(f)] = data
+	}
+	gen := func(ind string) string { // ind: the device list's indentation
+		var b strings.Builder
+		b.WriteString("# a cell\ntransport: tcp\ntimeout: 2s\ndevices:\n")
+		for i := 0; i < 30; i++ {
+			fmt.Fprintf(&b, "%[1]s# plc %[2]d\n%[1]s- name: plc%02[2]d\n%[1]s  address: 10.0.0.%[3]d\n%[1]s  unit_id: %[4]d\n%[1]s  tags:\n", ind, i, i+1, i%3+1)
+			for r := 0; r < 20; r++ {
+				if r%2 == 0 {
+					fmt.Fprintf(&b, "%s    - {name: r%02d, table: holding_register, address: %d, type: uint16, unit: count}\n", ind, r, r)
+				} else {
+					fmt.Fprintf(&b, "%[1]s    - name: r%02[2]d\n%[1]s      table: input_register\n%[1]s      address: %[2]d\n%[1]s      type: int16\n%[1]s      scale: 0.1\n", ind, r)
+				}
+			}
+			if i%10 == 9 {
+				fmt.Fprintf(&b, "\n%s- {name: meter%02d, address: 10.0.1.%d, profile: eastron-sdm120}\n", ind, i, i)
+			}
+		}
+		b.WriteString("retries: 2\n")
+		return b.String()
+	}
+	docs["generated"] = []byte(gen("  "))
+	docs["generated crlf"] = []byte(strings.ReplaceAll(gen("  "), "\n", "\r\n"))
+	docs["generated wrapped"] = []byte("modbus:\n" + indentLines(gen("  "), "  "))
+	docs["generated compact"] = []byte(gen(""))
+	mustSplit := []string{"generated", "generated crlf", "generated wrapped", "generated compact", "tcp.good.yml", "rtu.good.yml"}
+	for name, data := range docs {
+		split, ok := parseSplit(name, data)
+		whole, err := parseWhole(name, data)
+		switch {
+		case ok && err != nil:
+			t.Errorf("%s: accepted one device at a time, but the whole file has problems:\n%v", name, err)
+		case ok && !reflect.DeepEqual(split, whole):
+			t.Errorf("%s: one device at a time gives another config than the whole tree", name)
+		case !ok && slices.Contains(mustSplit, name):
+			t.Errorf("%s: not parsed one device at a time", name)
+		}
+		if strings.Contains(name, ".bad.") && ok {
+			t.Errorf("%s: a bad file passed one device at a time", name)
+		}
+	}
+}
+
+func indentLines(s, prefix string) string {
+	lines := strings.SplitAfter(s, "\n")
+	for i, l := range lines {
+		if l != "" && l != "\n" {
+			lines[i] = prefix + l
+		}
+	}
+	return strings.Join(lines, "")
 }

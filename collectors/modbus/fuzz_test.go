@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -56,8 +57,9 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzParseConfig feeds arbitrary YAML to ParseConfig: it never panics, and a
-// config it accepts plans every tag of every device.
+// FuzzParseConfig feeds arbitrary YAML to ParseConfig: it never panics, a
+// config it accepts plans every tag of every device, and the one-device-at-
+// a-time parse agrees with the whole-tree one.
 func FuzzParseConfig(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*.yml")
 	for _, file := range files {
@@ -70,6 +72,17 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("transport: tcp\ntcp: {address: h}\ndevices: [{name: a, tags: [{name: x, table: coil, address: 65535}]}]\n"))
 	f.Add([]byte("modbus: {transport: rtu, serial: {port: p}, devices: &d [{name: a, profile: eastron-sdm120}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// One device at a time (parseSplit) accepts only what the whole
+		// tree accepts, and decodes it the same.
+		if split, ok := parseSplit("fuzz.yml", data); ok {
+			whole, err := parseWhole("fuzz.yml", data)
+			if err != nil {
+				t.Fatalf("accepted one device at a time, refused whole:\n%v", err)
+			}
+			if !reflect.DeepEqual(split, whole) {
+				t.Fatal("one device at a time decodes another config than the whole tree")
+			}
+		}
 		cfg, err := ParseConfig("fuzz.yml", data)
 		if err != nil {
 			if cfg != nil {

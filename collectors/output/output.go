@@ -87,9 +87,11 @@ func (o *Output) Run(ctx context.Context) error { return o.out.Run(ctx) }
 
 // EnableWrites routes write commands to w when any tag is writable; with
 // none, nothing is subscribed and every command is left unheard. Call it
-// before Serve.
+// before Serve, once: the schema is let go afterwards (a handler keeps what
+// it needs), so that a collector of 100,000 tags does not hold it twice.
 func (o *Output) EnableWrites(w command.Writer) error {
 	h, err := command.NewHandler(o.schema, w, o.log)
+	o.schema = nil
 	if err != nil {
 		return fmt.Errorf("commands: %w", err)
 	}

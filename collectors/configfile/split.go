@@ -1,0 +1,193 @@
+package configfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Splitting a large file. A node tree of yaml.v3 costs about 1.5 kB per
+// value written as {name: r001, table: holding_register, address: 1, type:
+// uint16}: the 8 MB collector file of 1,000 PLCs × 100 registers is half a
+// gigabyte as a tree. SplitList cuts such a file, as text, into the items of
+// one block list and the rest, so that each item can be parsed and decoded
+// on its own and the tree of one item is all there ever is.
+//
+// The cut only relies on indentation: an item is a line at the list's
+// indentation starting with "- ", up to the next one. Where the text does
+// not have that plain shape (a flow list, the key written twice, an inline
+// value) SplitList declines, and the callers parse the whole file as before.
+// Anything the cut could get wrong — a quoted string or a flow collection
+// spanning items, an alias to an anchor in another item — leaves a piece
+// that does not parse on its own: callers take any error as a reason to
+// parse the whole file again, which also words every problem exactly as
+// the whole-file parse does.
+
+// Item is one item of a list cut out of a file by SplitList.
+type Item struct {
+	// Text is the item's lines, as in the file (a sub-slice of it).
+	Text []byte
+	// Line is the file line of Text's first line (1-based).
+	Line int
+}
+
+// SplitList finds the block list that is the value of key at the top level
+// of data (inside the only top-level key unwrap, when that is how the file
+// is written) and returns the document with the list's lines blanked — so
+// every other line keeps its number — and the list's items. ok is false
+// when the file is not written in the plain block shape SplitList can cut.
+func SplitList(data []byte, key, unwrap string) (rest []byte, items []Item, ok bool) {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	level, keyAt := 0, -1
+	if unwrap != "" {
+		if u, ind := findKey(lines, 0, 0, unwrap); u >= 0 && ind == 0 {
+			if first := nextContent(lines, u+1); first >= 0 && indent(lines[first]) > 0 {
+				level = indent(lines[first])
+				keyAt, _ = findKey(lines, u+1, level, key)
+			}
+		}
+	}
+	if keyAt < 0 {
+		if level != 0 {
+			return nil, nil, false
+		}
+		keyAt, _ = findKey(lines, 0, 0, key)
+	}
+	if keyAt < 0 {
+		return nil, nil, false
+	}
+	first := nextContent(lines, keyAt+1)
+	if first < 0 || !isItem(lines[first]) || indent(lines[first]) < level {
+		return nil, nil, false
+	}
+	seq := indent(lines[first])
+	end := first
+	for i := first; i < len(lines); i++ {
+		l := lines[i]
+		if blankOrComment(l) {
+			continue
+		}
+		ind := indent(l)
+		if ind < seq && isItem(l) {
+			return nil, nil, false // items at two indentations: not a plain list
+		}
+		if ind < seq || ind == seq && !isItem(l) {
+			break
+		}
+		if ind == seq {
+			items = append(items, Item{Line: i + 1})
+		}
+		end = i + 1
+	}
+	// The lines are consecutive sub-slices of data: an item's text is the
+	// span from its first line to the next item (or the list's end).
+	offset := make([]int, len(lines)+1)
+	for i, l := range lines {
+		offset[i+1] = offset[i] + len(l)
+	}
+	for k := range items {
+		to := end
+		if k+1 < len(items) {
+			to = items[k+1].Line - 1
+		}
+		items[k].Text = data[offset[items[k].Line-1]:offset[to]:offset[to]]
+	}
+	rest = make([]byte, 0, len(data)-(offset[end]-offset[first])+end-first)
+	rest = append(rest, data[:offset[first]]...)
+	for range end - first {
+		rest = append(rest, '\n')
+	}
+	rest = append(rest, data[offset[end]:]...)
+	return rest, items, true
+}
+
+// findKey returns the index of the line at indentation ind, from line
+// from on, that is exactly "key:" (a comment may follow), and the
+// indentation of that line; -1 when there is none or more than one, or when
+// the key carries a value on its line. Lines less indented than ind end the
+// search (they close the mapping the key would belong to).
+func findKey(lines [][]byte, from, ind int, key string) (int, int) {
+	found := -1
+	for i := from; i < len(lines); i++ {
+		l := lines[i]
+		if blankOrComment(l) {
+			continue
+		}
+		in := indent(l)
+		if in < ind {
+			break
+		}
+		if in != ind {
+			continue
+		}
+		body := bytes.TrimRight(l[in:], " \t\r\n")
+		name, value, isKey := bytes.Cut(body, []byte(":"))
+		if !isKey || string(name) != key {
+			continue
+		}
+		value = bytes.TrimSpace(value)
+		if found >= 0 || len(value) > 0 && value[0] != '#' {
+			return -1, 0
+		}
+		found = i
+	}
+	return found, ind
+}
+
+func nextContent(lines [][]byte, from int) int {
+	for i := from; i < len(lines); i++ {
+		if !blankOrComment(lines[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// indent counts a line's leading spaces (YAML indents with spaces only).
+func indent(l []byte) int {
+	n := 0
+	for n < len(l) && l[n] == ' ' {
+		n++
+	}
+	return n
+}
+
+func blankOrComment(l []byte) bool {
+	t := bytes.TrimLeft(l, " \t")
+	return len(t) == 0 || t[0] == '\n' || t[0] == '\r' || t[0] == '#'
+}
+
+// isItem reports whether the line starts a list item: "- " or a lone "-".
+func isItem(l []byte) bool {
+	t := l[indent(l):]
+	return len(t) > 0 && t[0] == '-' && (len(t) == 1 || t[1] == ' ' || t[1] == '\n' || t[1] == '\r')
+}
+
+// errSplit is returned by ParseItem for a piece that is not one list item.
+var errSplit = errors.New("not a single list item")
+
+// ParseItem parses an item SplitList cut out and returns its node with the
+// lines of the whole file.
+func ParseItem(it Item) (*yaml.Node, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(it.Text, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
+		return nil, fmt.Errorf("line %d: %w", it.Line, errSplit)
+	}
+	n := doc.Content[0].Content[0]
+	shiftLines(n, it.Line-1)
+	return n, nil
+}
+
+// shiftLines moves every node of the tree by lines. An alias points to a
+// node of the tree (its anchor comes first), so Content reaches them all.
+func shiftLines(n *yaml.Node, by int) {
+	n.Line += by
+	for _, c := range n.Content {
+		shiftLines(c, by)
+	}
+}

@@ -1,0 +1,88 @@
+package configfile
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestSplitList(t *testing.T) {
+	tests := []struct {
+		name   string
+		doc    string
+		unwrap string
+		items  []int // first lines of the items; nil: declined
+	}{
+		{"plain", "transport: tcp\ndevices:\n  - name: a\n    tags:\n      - {name: x}\n  - name: b\ntimeout: 1s\n", "", []int{3, 6}},
+		{"compact", "devices:\n- name: a\n  tags:\n  - {name: x}\n- name: b\ntimeout: 1s\n", "", []int{2, 5}},
+		{"comments and blanks", "devices:\n  # first\n  - name: a\n\n  # second\n  - name: b\n# after\ntimeout: 1s\n", "", []int{3, 6}},
+		{"crlf", "devices:\r\n  - name: a\r\n  - name: b\r\n", "", []int{2, 3}},
+		{"dash alone", "devices:\n  -\n    name: a\n  - name: b\n", "", []int{2, 4}},
+		{"wrapped", "modbus:\n  transport: rtu\n  devices:\n    - name: a\n    - name: b\n", "modbus", []int{4, 5}},
+		{"wrapped compact", "modbus:\n  devices:\n  - name: a\n  transport: rtu\n", "modbus", []int{3}},
+		{"document end", "devices:\n- name: a\n---\nx: 1\n", "", []int{2}},
+		{"flow list", "devices: [{name: a}, {name: b}]\n", "", nil},
+		{"anchored", "devices: &d\n  - name: a\n", "", nil},
+		{"twice", "devices:\n  - name: a\ndevices:\n  - name: b\n", "", nil},
+		{"no list", "devices:\n  name: a\n", "", nil},
+		{"missing", "transport: tcp\n", "", nil},
+		{"nested only", "tcp:\n  devices:\n    - name: a\n", "", nil},
+		{"wrapped but not asked", "modbus:\n  devices:\n    - name: a\n", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rest, items, ok := SplitList([]byte(tt.doc), "devices", tt.unwrap)
+			if ok != (tt.items != nil) {
+				t.Fatalf("ok = %v, want %v", ok, tt.items != nil)
+			}
+			if !ok {
+				return
+			}
+			var lines []int
+			var joined []byte
+			for _, it := range items {
+				lines = append(lines, it.Line)
+				joined = append(joined, it.Text...)
+			}
+			if !equalInts(lines, tt.items) {
+				t.Errorf("items at lines %v, want %v", lines, tt.items)
+			}
+			if strings.Count(string(rest), "\n") != strings.Count(tt.doc, "\n") {
+				t.Errorf("rest has %d lines, the document %d", strings.Count(string(rest), "\n"), strings.Count(tt.doc, "\n"))
+			}
+			// Rest and items together are the document: nothing lost.
+			if got, want := len(bytes.TrimRight(rest, "\n"))+len(joined), len(strings.TrimRight(tt.doc, "\n")); got < want-len(items)*2 {
+				t.Errorf("rest and items hold %d bytes of %d", got, want)
+			}
+			for _, it := range items {
+				n, err := ParseItem(it)
+				if err != nil {
+					t.Fatalf("item at line %d: %v", it.Line, err)
+				}
+				if n.Line != it.Line && n.Line != it.Line+1 {
+					t.Errorf("item node at line %d, item starts at %d", n.Line, it.Line)
+				}
+			}
+		})
+	}
+}
+
+func TestParseItemRejectsPieces(t *testing.T) {
+	for _, text := range []string{"  - name: \"a\n", "  - {name: a,\n", "  - a\n  - b\n", "name: a\n", "  - *ref\n"} {
+		if _, err := ParseItem(Item{Text: []byte(text), Line: 10}); err == nil {
+			t.Errorf("ParseItem(%q) accepted", text)
+		}
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
