@@ -458,6 +458,10 @@ func (l locator) at(path string, fallback configfile.Pos) configfile.Pos {
 type validator struct {
 	errs *configfile.Errors
 	loc  locator
+	// profileTags holds, by profile, the validated tags of the first device
+	// that took a profile as it is (no tags of its own): the others share
+	// that slice (5,000 PLCs of a 100-tag profile: 96 MB less).
+	profileTags map[string][]Tag
 }
 
 func (v *validator) add(path string, fallback configfile.Pos, format string, args ...any) {
@@ -708,8 +712,21 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 	if d.Profile != "" {
 		d.Tags, paths, profileOK = v.expandProfile(&d, paths, path, who)
 	}
+	problems := v.errs.Len()
 	for j := range d.Tags {
 		v.tag(&d, &d.Tags[j], paths[j], who)
+	}
+	if d.Profile != "" && len(rd.Tags) == 0 && v.errs.Len() == problems {
+		// Tags come out of a profile the same for every device (only their
+		// positions, used for problems above, differ).
+		if shared, ok := v.profileTags[d.Profile]; ok {
+			d.Tags = shared
+		} else {
+			if v.profileTags == nil {
+				v.profileTags = map[string][]Tag{}
+			}
+			v.profileTags[d.Profile] = d.Tags
+		}
 	}
 	if len(d.Tags) == 0 && profileOK {
 		v.add(path+".tags", d.Pos, "%s: no tags (give tags or a profile)", who)
@@ -851,14 +868,26 @@ func (t *Tag) ValueType() reading.DataType {
 
 // Schema describes every device's tags for Sparkplug births and write
 // commands.
+// Devices that share their tags (a profile taken as it is) share their
+// schema's tags too.
 func (c *Config) Schema() []reading.Device {
 	out := make([]reading.Device, 0, len(c.Devices))
+	shared := map[*Tag][]reading.Tag{}
 	for _, d := range c.Devices {
-		rd := reading.Device{Name: d.Name, Tags: make([]reading.Tag, 0, len(d.Tags))}
-		for i := range d.Tags {
-			t := &d.Tags[i]
-			rd.Tags = append(rd.Tags, reading.Tag{Name: t.Name, Unit: t.Unit, Type: t.ValueType(),
-				Writable: t.Limits.Writable, Min: t.Limits.Min, Max: t.Limits.Max})
+		rd := reading.Device{Name: d.Name}
+		if len(d.Tags) > 0 {
+			rd.Tags = shared[&d.Tags[0]]
+		}
+		if rd.Tags == nil {
+			rd.Tags = make([]reading.Tag, 0, len(d.Tags))
+			for i := range d.Tags {
+				t := &d.Tags[i]
+				rd.Tags = append(rd.Tags, reading.Tag{Name: t.Name, Unit: t.Unit, Type: t.ValueType(),
+					Writable: t.Limits.Writable, Min: t.Limits.Min, Max: t.Limits.Max})
+			}
+			if len(d.Tags) > 0 {
+				shared[&d.Tags[0]] = rd.Tags
+			}
 		}
 		out = append(out, rd)
 	}

@@ -90,13 +90,14 @@ func (o *Output) Run(ctx context.Context) error { return o.out.Run(ctx) }
 // before Serve, once: the schema is let go afterwards (a handler keeps what
 // it needs), so that a collector of 100,000 tags does not hold it twice.
 func (o *Output) EnableWrites(w command.Writer) error {
-	h, err := command.NewHandler(o.schema, w, o.log)
+	schema := o.schema
 	o.schema = nil
+	if !writable(schema) {
+		return nil // and no handler's maps of every tag are built
+	}
+	h, err := command.NewHandler(schema, w, o.log)
 	if err != nil {
 		return fmt.Errorf("commands: %w", err)
-	}
-	if !h.Writable() {
-		return nil
 	}
 	if o.node != nil {
 		o.node.HandleCommands(h)
@@ -122,4 +123,16 @@ func (o *Output) EnableWrites(w command.Writer) error {
 // publish.Serve).
 func (o *Output) Serve(ctx context.Context, src publish.Source, stopDeadline time.Duration) error {
 	return publish.Serve(ctx, o.out, src, stopDeadline, o.log)
+}
+
+// writable reports whether any tag of schema is writable.
+func writable(schema []reading.Device) bool {
+	for _, d := range schema {
+		for _, t := range d.Tags {
+			if t.Writable {
+				return true
+			}
+		}
+	}
+	return false
 }
