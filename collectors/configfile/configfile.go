@@ -140,7 +140,15 @@ type Option func(*options)
 
 type options struct {
 	unwrap string
+	stream string
 }
+
+// StreamList decodes the list under the top-level key one item at a time
+// (see SplitList), for files with long lists: an item's node tree is all
+// that exists at once. A file that cannot be cut so, or that has any
+// problem, is decoded whole as without the option: the result, errors
+// included, is the same either way.
+func StreamList(key string) Option { return func(o *options) { o.stream = key } }
 
 // Unwrap accepts a file whose only top-level key is key and decodes that key's
 // content instead, so a snippet copied out of gateway.yaml (`modbus: {...}`)
@@ -160,6 +168,14 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("configfile: decode into non-pointer %T", v)
 	}
+	if o.stream != "" {
+		saved := reflect.New(rv.Elem().Type()).Elem()
+		saved.Set(rv.Elem())
+		if decodeByItem(path, data, rv.Elem(), o) {
+			return nil
+		}
+		rv.Elem().Set(saved) // a failed attempt leaves no trace
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		errs.List = append(errs.List, syntaxError(path, err))
@@ -175,6 +191,55 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 	d := decoder{errs: errs}
 	d.value(root, rv.Elem(), "")
 	return errs.Err()
+}
+
+// decodeByItem is Decode with StreamList; false when the file cannot be
+// cut or has a problem (v may then hold part of it).
+func decodeByItem(path string, data []byte, v reflect.Value, o options) bool {
+	rest, items, ok := SplitList(data, o.stream, o.unwrap)
+	if !ok || v.Kind() != reflect.Struct {
+		return false
+	}
+	fields, _, _ := structFields(v.Type())
+	f, ok := fields[o.stream]
+	if !ok {
+		return false
+	}
+	list := v.FieldByIndex(f.index)
+	if list.Kind() != reflect.Slice {
+		return false
+	}
+	list.SetZero()
+	var doc yaml.Node
+	if yaml.Unmarshal(rest, &doc) != nil || len(doc.Content) == 0 {
+		return false
+	}
+	root := doc.Content[0]
+	if o.unwrap != "" && root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == o.unwrap {
+		root = root.Content[1]
+	}
+	d := decoder{errs: NewErrors(path)}
+	d.value(root, v, "")
+	if d.errs.Len() > 0 || !list.IsNil() {
+		return false // list items left in the rest: the cut was not clean
+	}
+	s := reflect.MakeSlice(list.Type(), len(items), len(items))
+	i := 0
+	for _, run := range Runs(items) {
+		nodes, err := ParseItems(run)
+		if err != nil {
+			return false
+		}
+		for _, n := range nodes {
+			d.value(n, s.Index(i), fmt.Sprintf("%s[%d]", o.stream, i))
+			i++
+		}
+		if d.errs.Len() > 0 {
+			return false
+		}
+	}
+	list.Set(s)
+	return true
 }
 
 // DecodeNode decodes an already parsed node, for callers that hold a section

@@ -2,8 +2,10 @@ package configfile
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -135,8 +137,47 @@ func TestEmptyFile(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("transport: rtu\nserial: {port: /dev/x, baud: 9600}\ntags: [{name: a, scale: 2}]\n"))
 	f.Add([]byte("a: &x {b: 1}\nc: *x\n"))
+	f.Add([]byte("version: 1\ntags:\n  - name: a\n    scale: 2\n  - {name: b}\nenv: {A: b}\n"))
+	f.Add([]byte("modbus:\n  tags:\n  - name: a\n  - name: b\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var s sample
-		_ = Decode("f.yml", data, &s, Unwrap("modbus"))
+		// Item by item or whole, the same value and the same errors.
+		var whole, streamed sample
+		errWhole := Decode("f.yml", data, &whole, Unwrap("modbus"))
+		errStreamed := Decode("f.yml", data, &streamed, Unwrap("modbus"), StreamList("tags"))
+		if fmt.Sprint(errWhole) != fmt.Sprint(errStreamed) {
+			t.Fatalf("whole: %v\nitem by item: %v", errWhole, errStreamed)
+		}
+		if !reflect.DeepEqual(whole, streamed) {
+			t.Fatalf("whole %+v\nitem by item %+v", whole, streamed)
+		}
 	})
+}
+
+// TestStreamList: a list decoded item by item is the list decoded whole,
+// positions included, and a file with a problem gets the whole file's
+// errors.
+func TestStreamList(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "sample.good.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, items, ok := SplitList(data, "tags", ""); !ok || len(items) != 2 {
+		t.Fatalf("sample.good.yml is not cut into its 2 tags (ok %v, %d items)", ok, len(items))
+	}
+	var whole, streamed sample
+	if err := Decode("s.yml", data, &whole); err != nil {
+		t.Fatal(err)
+	}
+	if err := Decode("s.yml", data, &streamed, StreamList("tags")); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(whole, streamed) {
+		t.Errorf("whole %+v\nitem by item %+v", whole, streamed)
+	}
+	bad := append(append([]byte(nil), data...), "  - {name: c, colour: red}\n"...)
+	errWhole := Decode("s.yml", bad, &whole)
+	errStreamed := Decode("s.yml", bad, &streamed, StreamList("tags"))
+	if errWhole == nil || errWhole.Error() != errStreamed.Error() {
+		t.Errorf("whole: %v\nitem by item: %v", errWhole, errStreamed)
+	}
 }

@@ -165,22 +165,69 @@ func isItem(l []byte) bool {
 	return len(t) > 0 && t[0] == '-' && (len(t) == 1 || t[1] == ' ' || t[1] == '\n' || t[1] == '\r')
 }
 
-// errSplit is returned by ParseItem for a piece that is not one list item.
-var errSplit = errors.New("not a single list item")
+// errSplit is returned by ParseItems for a piece that is not the list
+// items it should be.
+var errSplit = errors.New("not the list items expected")
 
-// ParseItem parses an item SplitList cut out and returns its node with the
-// lines of the whole file.
-func ParseItem(it Item) (*yaml.Node, error) {
+// RunBytes is about how much text Runs puts in one run: parsing it makes a
+// node tree of a few MB, and parsing in runs rather than item by item saves
+// the parser's setup, which costs more than a small item.
+const RunBytes = 64 << 10
+
+// Runs cuts items into runs of consecutive items of about RunBytes of text
+// (at least one item each), for ParseItems.
+func Runs(items []Item) [][]Item {
+	var out [][]Item
+	for start := 0; start < len(items); {
+		end, size := start, 0
+		for end < len(items) && (end == start || size+len(items[end].Text) <= RunBytes) {
+			size += len(items[end].Text)
+			end++
+		}
+		out = append(out, items[start:end])
+		start = end
+	}
+	return out
+}
+
+// ParseItems parses consecutive items SplitList cut out and returns their
+// nodes with the lines of the whole file.
+func ParseItems(run []Item) ([]*yaml.Node, error) {
+	if len(run) == 0 {
+		return nil, nil
+	}
+	text := run[0].Text
+	if len(run) > 1 {
+		n := 0
+		for _, it := range run {
+			n += len(it.Text)
+		}
+		text = make([]byte, 0, n)
+		for _, it := range run {
+			text = append(text, it.Text...)
+		}
+	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(it.Text, &doc); err != nil {
+	if err := yaml.Unmarshal(text, &doc); err != nil {
 		return nil, err
 	}
-	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != 1 {
-		return nil, fmt.Errorf("line %d: %w", it.Line, errSplit)
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != len(run) {
+		return nil, fmt.Errorf("line %d: %w", run[0].Line, errSplit)
 	}
-	n := doc.Content[0].Content[0]
-	shiftLines(n, it.Line-1)
-	return n, nil
+	nodes := doc.Content[0].Content
+	for _, n := range nodes {
+		shiftLines(n, run[0].Line-1)
+	}
+	return nodes, nil
+}
+
+// ParseItem parses one item SplitList cut out (see ParseItems).
+func ParseItem(it Item) (*yaml.Node, error) {
+	nodes, err := ParseItems([]Item{it})
+	if err != nil {
+		return nil, err
+	}
+	return nodes[0], nil
 }
 
 // shiftLines moves every node of the tree by lines. An alias points to a

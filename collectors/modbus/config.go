@@ -392,18 +392,21 @@ func parseSplit(path string, data []byte) (cfg *Config, ok bool) {
 	v := validator{errs: errs, loc: locator{root: raw.Pos}}
 	failed := false
 	cfg = v.config(&raw, func(yield func(*rawDevice) bool) {
-		for _, it := range items {
-			n, err := configfile.ParseItem(it)
-			var rd rawDevice
-			if err == nil {
-				err = configfile.DecodeNode(path, n, &rd)
-			}
-			if err != nil || errs.Len() > 0 {
+		for _, run := range configfile.Runs(items) {
+			nodes, err := configfile.ParseItems(run)
+			if err != nil {
 				failed = true
 				return
 			}
-			if !yield(&rd) {
-				return
+			for _, n := range nodes {
+				var rd rawDevice
+				if err := configfile.DecodeNode(path, n, &rd); err != nil || errs.Len() > 0 {
+					failed = true
+					return
+				}
+				if !yield(&rd) {
+					return
+				}
 			}
 		}
 	})

@@ -292,8 +292,14 @@ func LoadFile(path string) (Config, error) {
 // Parse decodes and validates a collector file. Every problem is reported as
 // "FILE:LINE: message" in one *configfile.Errors.
 func Parse(path string, data []byte) (Config, error) {
-	c := Config{lines: keyLines(data)}
-	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua")); err != nil {
+	// Nodes are decoded one at a time (50,000 of them as one node tree
+	// would be tens of MB); the keys whose lines errors name are elsewhere.
+	header := data
+	if rest, _, ok := configfile.SplitList(data, "nodes", "opcua"); ok {
+		header = rest
+	}
+	c := Config{lines: keyLines(header)}
+	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua"), configfile.StreamList("nodes")); err != nil {
 		errs := configfile.NewErrors(path)
 		errs.Merge(configfile.Pos{}, err)
 		// Report validation problems along with decoding ones, so one run

@@ -177,8 +177,12 @@ func procStatus(field string) float64 {
 // It reports the collector's CPU share of one core and its RSS.
 //
 //	go test -run '^$' -bench Subscribe10k -benchtime 30x ./collectors/opcua/
-func BenchmarkSubscribe10k(b *testing.B) {
-	const n = 10000
+func BenchmarkSubscribe10k(b *testing.B) { benchmarkSubscribe(b, 10000) }
+
+// BenchmarkSubscribe50k is the same with 50,000 items (500 devices of 100).
+func BenchmarkSubscribe50k(b *testing.B) { benchmarkSubscribe(b, 50000) }
+
+func benchmarkSubscribe(b *testing.B, n int) {
 	port := testpeer.FreePort(b)
 	child := exec.Command(os.Args[0])
 	child.Env = append(os.Environ(), "FIELDGATE_OPCUASIM_PORT="+strconv.Itoa(port), "FIELDGATE_OPCUASIM_VARS="+strconv.Itoa(n))
@@ -198,7 +202,7 @@ func BenchmarkSubscribe10k(b *testing.B) {
 
 	var nodes []Node
 	for i := 0; i < n; i++ {
-		nodes = append(nodes, Node{Device: fmt.Sprintf("dev%02d", i%100), Name: fmt.Sprintf("v%d", i), NodeID: fmt.Sprintf("ns=1;s=Bulk.%d", i)})
+		nodes = append(nodes, Node{Device: fmt.Sprintf("dev%03d", i%(n/100)), Name: fmt.Sprintf("v%d", i), NodeID: fmt.Sprintf("ns=1;s=Bulk.%d", i)})
 	}
 	sink := &jsonSink{cycle: make(chan struct{}, 1), perCycle: n}
 	e, err := New(Config{Endpoint: fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), Security: insecure, Nodes: nodes}, sink,
