@@ -23,7 +23,9 @@ import (
 // Sink receives the collector's output; fieldgate/collectors/publish's
 // Publisher implements it.
 type Sink interface {
-	// Publish hands over one device's batch (one MQTT data message).
+	// Publish hands over one device's batch (one MQTT data message). It
+	// must not keep b.Readings after it returns: the engine reuses the
+	// slice for the device's next batch (copy what is kept).
 	Publish(ctx context.Context, b reading.Batch) error
 	// SetDeviceStatus sets a device's entry in the collector status: "ok"
 	// or "error: <reason>".

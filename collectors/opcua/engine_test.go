@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,7 @@ type recSink struct {
 func (s *recSink) Publish(_ context.Context, b reading.Batch) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	b.Readings = slices.Clone(b.Readings) // the engine reuses them
 	s.batches = append(s.batches, b)
 	return nil
 }

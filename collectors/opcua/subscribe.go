@@ -406,6 +406,10 @@ func (s *subSession) handle(ctx context.Context, res *ua.PublishResponse) error 
 		ts = now
 	}
 	s.e.flush(ctx, ts, sub.got)
-	clear(sub.got)
+	// The sink keeps no readings: each device's slice serves the next cycle.
+	for d, rs := range sub.got {
+		clear(rs)
+		sub.got[d] = rs[:0]
+	}
 	return nil
 }
