@@ -40,20 +40,28 @@ type Item struct {
 // when the file is not written in the plain block shape SplitList can cut.
 func SplitList(data []byte, key, unwrap string) (rest []byte, items []Item, ok bool) {
 	lines := bytes.SplitAfter(data, []byte("\n"))
-	level, keyAt := 0, -1
+	// The top-level mapping starts where the first line does: column 0
+	// in a file, further right in a section cut out of a larger file
+	// with its indentation kept (the gateway's protocol sections).
+	top := nextContent(lines, 0)
+	if top < 0 {
+		return nil, nil, false
+	}
+	root := indent(lines[top])
+	level, keyAt := root, -1
 	if unwrap != "" {
-		if u, ind := findKey(lines, 0, 0, unwrap); u >= 0 && ind == 0 {
-			if first := nextContent(lines, u+1); first >= 0 && indent(lines[first]) > 0 {
+		if u, _ := findKey(lines, 0, root, unwrap); u >= 0 {
+			if first := nextContent(lines, u+1); first >= 0 && indent(lines[first]) > root {
 				level = indent(lines[first])
 				keyAt, _ = findKey(lines, u+1, level, key)
 			}
 		}
 	}
 	if keyAt < 0 {
-		if level != 0 {
+		if level != root {
 			return nil, nil, false
 		}
-		keyAt, _ = findKey(lines, 0, 0, key)
+		keyAt, _ = findKey(lines, 0, root, key)
 	}
 	if keyAt < 0 {
 		return nil, nil, false

@@ -21,6 +21,7 @@ func TestSplitList(t *testing.T) {
 		{"wrapped", "modbus:\n  transport: rtu\n  devices:\n    - name: a\n    - name: b\n", "modbus", []int{4, 5}},
 		{"wrapped compact", "modbus:\n  devices:\n  - name: a\n  transport: rtu\n", "modbus", []int{3}},
 		{"document end", "devices:\n- name: a\n---\nx: 1\n", "", []int{2}},
+		{"indented section", "\n\n      endpoint: x\n      devices:\n        - {a: 1}\n        - {a: 2}\n      auth: {}\n", "opcua", []int{5, 6}},
 		{"flow list", "devices: [{name: a}, {name: b}]\n", "", nil},
 		{"anchored", "devices: &d\n  - name: a\n", "", nil},
 		{"twice", "devices:\n  - name: a\ndevices:\n  - name: b\n", "", nil},
