@@ -247,7 +247,9 @@ type Collector struct {
 }
 
 // Section is a protocol section kept as parsed YAML: the collector's own
-// parser validates it, and the supervisor writes it out as the collector's file.
+// parser validates it, and the supervisor writes it out as the collector's file
+// (Collector.ProtocolConfig). Parse empties Node once the config is
+// validated; the section's presence is what remains.
 type Section struct {
 	Node yaml.Node
 }
@@ -393,6 +395,16 @@ func Parse(path string, data []byte, opts ...Option) (*Config, error) {
 	v.validate()
 	if err := errs.Err(); err != nil {
 		return nil, err
+	}
+	// The sections' node trees were for validation; what the collectors get
+	// is ProtocolConfig. A collector of 10,000 OPC UA nodes would otherwise
+	// keep ~10 MB of tree in the supervisor for as long as the config holds.
+	for i := range cfg.Collectors {
+		for _, s := range []*Section{cfg.Collectors[i].Modbus, cfg.Collectors[i].OPCUA} {
+			if s != nil {
+				s.Node = yaml.Node{}
+			}
+		}
 	}
 	return &cfg, nil
 }
