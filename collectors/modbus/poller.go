@@ -180,7 +180,7 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 
 // Run polls until ctx is cancelled, then closes the links and returns nil.
 // A failing device, link or Publish never ends Run (failures are published,
-// logged and counted). The links start in groups of linksPerPhase spread
+// logged and counted). The links start in phases spread
 // over the first interval (see Scheduling in schedule.go).
 func (p *Poller) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)

@@ -656,18 +656,24 @@ func TestPollerLinkBreaksMidCycle(t *testing.T) {
 }
 
 func TestPhaseOffset(t *testing.T) {
-	const iv = time.Second
 	for _, tc := range []struct {
-		i, n int
-		want time.Duration
+		i, n     int
+		interval time.Duration
+		want     time.Duration
 	}{
-		{0, 1, 0}, {9, 10, 0}, // up to linksPerPhase links start together
-		{0, 50, 0}, {9, 50, 0}, {10, 50, 200 * time.Millisecond}, {49, 50, 800 * time.Millisecond},
-		{999, 1000, 990 * time.Millisecond},
-		{10, 11, 500 * time.Millisecond},
+		{0, 1, time.Second, 0},
+		{1, 2, 10 * time.Millisecond, 0}, // phases at least 20 ms apart: one
+		{1, 2, 100 * time.Millisecond, 50 * time.Millisecond},
+		// 50 links at 100 ms: 5 phases of 10.
+		{9, 50, 100 * time.Millisecond, 0}, {10, 50, 100 * time.Millisecond, 20 * time.Millisecond},
+		{49, 50, 100 * time.Millisecond, 80 * time.Millisecond},
+		// 1,000 links at 1 s: 50 phases of 20.
+		{19, 1000, time.Second, 0}, {20, 1000, time.Second, 20 * time.Millisecond}, {999, 1000, time.Second, 980 * time.Millisecond},
+		// Fewer links than phases: one link a phase.
+		{2, 3, time.Second, 666666666},
 	} {
-		if got := phaseOffset(tc.i, tc.n, iv); got != tc.want {
-			t.Errorf("phaseOffset(%d, %d) = %v, want %v", tc.i, tc.n, got, tc.want)
+		if got := phaseOffset(tc.i, tc.n, tc.interval); got != tc.want {
+			t.Errorf("phaseOffset(%d, %d, %v) = %v, want %v", tc.i, tc.n, tc.interval, got, tc.want)
 		}
 	}
 }
