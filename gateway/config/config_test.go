@@ -17,7 +17,8 @@ import (
 // fakeStat says these device paths exist, nothing else.
 func fakeStat(name string) (os.FileInfo, error) {
 	switch name {
-	case "/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyS0":
+	case "/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyS0",
+		"/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0", "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:2.0-port0":
 		return nil, nil
 	}
 	return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
@@ -242,5 +243,32 @@ func TestProtocolConfigCanonical(t *testing.T) {
 `)
 	if changed == flow {
 		t.Error("a value change left the collector file unchanged")
+	}
+}
+
+func TestParseDevice(t *testing.T) {
+	const byPath = "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0"
+	for _, tt := range []struct{ in, host, ctr, err string }{
+		{"/dev/ttyUSB0", "/dev/ttyUSB0", "/dev/ttyUSB0", ""},
+		{"/dev/ttyUSB1:/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyUSB0", ""},
+		{"/dev/serial/by-id/usb-FTDI:/dev/ttyUSB1", "/dev/serial/by-id/usb-FTDI", "/dev/ttyUSB1", ""},
+		{byPath, byPath, byPath, ""},
+		{byPath + ":/dev/ttyUSB0", byPath, "/dev/ttyUSB0", ""},
+		{"ttyUSB0", "", "", `device "ttyUSB0": want HOST[:CONTAINER], absolute paths`},
+		{"relative:/dev/x", "", "", `device "relative:/dev/x": want HOST[:CONTAINER]`},
+		// No ":/": one host path (validate then says it does not exist).
+		{"/dev/ttyUSB0:ttyS0", "/dev/ttyUSB0:ttyS0", "/dev/ttyUSB0:ttyS0", ""},
+		{"/dev/ttyUSB0:", "", "", `device "/dev/ttyUSB0:": empty container path`},
+	} {
+		d, err := ParseDevice(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseDevice(%q) = %+v, %v; want error %q", tt.in, d, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || d.Host != tt.host || d.Container != tt.ctr {
+			t.Errorf("ParseDevice(%q) = %+v, %v; want %s -> %s", tt.in, d, err, tt.host, tt.ctr)
+		}
 	}
 }
