@@ -160,7 +160,11 @@ func (r *Runtime) Start(ctx context.Context, id string) (ContainerInfo, error) {
 		return ContainerInfo{}, fmt.Errorf("container %q: create task: %w", id, err)
 	}
 	if err := task.Start(ctx); err != nil {
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		// Not with ctx: a caller's cancelled context would leave the task
+		// (and its shim) behind.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killWait)
+		_, _ = task.Delete(dctx, containerd.WithProcessKill)
+		cancel()
 		return ContainerInfo{}, fmt.Errorf("container %q: start task: %w", id, err)
 	}
 	r.log.Info("task started", "container", id, "pid", task.Pid())

@@ -21,6 +21,7 @@ import (
 
 	"fieldgate/collectors/configfile"
 	"fieldgate/gateway/config"
+	"fieldgate/gateway/containers"
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/statuspub"
 	"fieldgate/gateway/supervisor"
@@ -117,7 +118,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
 
-	rt, err := openRuntime(ctx, cfg, log)
+	rt, err := containers.Open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	sup, err := supervisor.New(cfg, rt,
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
-		supervisor.WithVersion(version))
+		supervisor.WithVersion(version),
+		supervisor.WithPrune(rt.Prune))
 	if err != nil {
 		return err
 	}
