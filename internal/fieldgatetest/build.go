@@ -93,9 +93,11 @@ func Collector(t testing.TB, name, version string) string {
 	return build(t, name+"-"+version, "fieldgate/collectors/cmd/"+name, ld)
 }
 
-// ImageArchive packs binary into an OCI archive name:tag for this host's
-// platform, with the builder of `make images`, at path.
-func ImageArchive(t testing.TB, path, name, tag, binary string) {
+// ImageArchive packs binary into an OCI archive of name with tags (the
+// first also its version label, so archives of other versions differ) for
+// this host's platform, with the builder of `make images`, at path; it
+// returns the image's digest.
+func ImageArchive(t testing.TB, path, name, binary string, tags ...string) string {
 	t.Helper()
 	platform := "linux/" + goruntime.GOARCH
 	if goruntime.GOARCH == "arm" {
@@ -104,11 +106,13 @@ func ImageArchive(t testing.TB, path, name, tag, binary string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ociimage.Build(ociimage.Config{
+	res, err := ociimage.Build(ociimage.Config{
 		Name:     name,
-		Tags:     []string{tag},
+		Tags:     tags,
 		Binaries: map[string]string{platform: binary},
-	}, path); err != nil {
+	}, path)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return res.IndexDigest
 }

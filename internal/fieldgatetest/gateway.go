@@ -83,7 +83,15 @@ func (g *Gateway) ImagesDir() string { return filepath.Join(g.Dir, "images") }
 // NAME-TAG.tar).
 func (g *Gateway) AddImage(name, tag, binary string) {
 	g.T.Helper()
-	ImageArchive(g.T, filepath.Join(g.ImagesDir(), filepath.Base(name)+"-"+tag+".tar"), name, tag, binary)
+	g.AddArchive(filepath.Base(name)+"-"+tag+".tar", name, binary, tag)
+}
+
+// AddArchive writes images_dir/file holding binary as name with tags and
+// returns the image's digest. Writing over an archive is what installing a
+// new bundle does.
+func (g *Gateway) AddArchive(file, name, binary string, tags ...string) string {
+	g.T.Helper()
+	return ImageArchive(g.T, filepath.Join(g.ImagesDir(), file), name, binary, tags...)
 }
 
 // Header is gateway.yaml up to `collectors:`, pointing at this setup's
