@@ -224,23 +224,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) > 0 {
 		return usageError("status: unexpected argument %q", pos[0])
 	}
-	if *addr == "" {
-		*addr = config.DefaultGateway.Listen
-		switch {
-		case *path != "":
-			cfg, err := loadConfig(*path, stderr, 1)
-			if err != nil {
-				return err
-			}
-			*addr = cfg.Gateway.Listen
-		default:
-			// On a gateway, the installed config says where fieldgate listens.
-			if cfg, err := config.Load(defaultConfigPath); err == nil {
-				*addr = cfg.Gateway.Listen
-			}
-		}
+	target, err := listenAddr(*addr, *path, stderr)
+	if err != nil {
+		return err
 	}
-	st, raw, err := fetchStatus(ctx, *addr)
+	st, raw, err := fetchStatus(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -299,6 +287,10 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
 		}
 		if d, ok := strings.CutPrefix(c.ImageDigest, "sha256:"); ok && len(d) >= 12 {
 			digest = d[:12]
+			// The tag points elsewhere: an upgrade not yet applied (or failing).
+			if t, ok := strings.CutPrefix(c.ConfiguredDigest, "sha256:"); ok && len(t) >= 12 && !c.DigestMatches {
+				digest += " (tag: " + t[:12] + ")"
+			}
 		}
 		errMsg := c.LastError
 		if errMsg == "" {
