@@ -34,6 +34,7 @@ type CollectorReport struct {
 // CollectorStatus is the retained collector status message.
 type CollectorStatus struct {
 	State   string            `json:"state"`
+	Version string            `json:"version"`
 	Devices map[string]string `json:"devices"`
 	Queue   *struct {
 		Pending  int    `json:"pending"`

@@ -1,6 +1,7 @@
 package testpeer
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
 )
 
 // KillAll cuts the power of the peer's container runtime as far as a test
@@ -170,4 +174,32 @@ func processAlive(pid int) bool {
 	s := string(stat)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
+
+// TaskPids returns the pid of every running task in the peer's namespace,
+// by container id (containers without a running task are left out).
+func (p *ContainerdPeer) TaskPids(t testing.TB) map[string]uint32 {
+	t.Helper()
+	client, err := containerd.New(p.Address, containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("containerd peer: %v", err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), p.Namespace), 10*time.Second)
+	defer cancel()
+	ctrs, err := client.Containers(ctx)
+	if err != nil {
+		t.Fatalf("containerd peer: list containers: %v", err)
+	}
+	out := map[string]uint32{}
+	for _, c := range ctrs {
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		if st, err := task.Status(ctx); err == nil && st.Status == containerd.Running {
+			out[c.ID()] = task.Pid()
+		}
+	}
+	return out
 }
