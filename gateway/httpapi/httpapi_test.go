@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -188,5 +189,30 @@ func TestStopStart(t *testing.T) {
 	// A source that cannot control has no such endpoints.
 	if code, _ := post(Handler(fakeSource{testStatus()}), "/collectors/modbus-line3/stop"); code != http.StatusNotFound {
 		t.Errorf("stop without a controller = %d, want 404", code)
+	}
+}
+
+func TestClient(t *testing.T) {
+	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
+	srv := httptest.NewServer(Handler(fc))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+	st, raw, err := FetchStatus(ctx, addr)
+	if err != nil || st.GatewayID != "gw1" || len(st.Collectors) != 2 || !json.Valid(raw) {
+		t.Errorf("FetchStatus = %+v, %v", st, err)
+	}
+	if c, err := Control(ctx, addr, "stop", "modbus-line3"); err != nil || c.State != supervisor.StateStopped {
+		t.Errorf("stop = %+v, %v", c, err)
+	}
+	if _, err := Control(ctx, addr, "stop", "nope"); err == nil || err.Error() != `stop "nope": unknown collector "nope" (configured: modbus-line3)` {
+		t.Errorf("stop of an unknown collector: %v", err)
+	}
+	if _, err := Control(ctx, addr, "pause", "modbus-line3"); err == nil {
+		t.Error("unknown operation accepted")
+	}
+	srv.Close()
+	if _, _, err := FetchStatus(ctx, addr); !errors.Is(err, ErrNoSupervisor) || !strings.Contains(err.Error(), addr) {
+		t.Errorf("closed server: %v", err)
 	}
 }

@@ -97,6 +97,10 @@ func TestReboot(t *testing.T) {
 		t.Fatalf("after fieldgate stop: %+v", c)
 	}
 	stoppedSeq := rec.MaxSeq("stopped")
+	// Enough history that "continuous" means something.
+	testpeer.WaitFor(t, 60*time.Second, "10 batches from each collector", func() bool {
+		return rec.MaxSeq("always") >= 10 && rec.MaxSeq("unless") >= 10
+	})
 	rec.WaitRecovered(t, back, from, time.Now(), 30*time.Second)
 
 	// The power goes.

@@ -2,11 +2,8 @@ package fieldgatetest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/supervisor"
 	"fieldgate/internal/testpeer"
 )
@@ -273,29 +271,7 @@ func (g *Gateway) Use(t testing.TB) func() {
 
 // FetchStatus reads a supervisor's /status at addr.
 func FetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
-	var st supervisor.Status
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
-	if err != nil {
-		return st, nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return st, nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("status from %s: %s", addr, resp.Status)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("status from %s: %w", addr, err)
-	}
-	return st, raw, nil
+	return httpapi.FetchStatus(ctx, addr)
 }
 
 // TaskRunning reports whether pid exists and is not a zombie (a task whose

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -241,29 +240,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func fetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
-	var st supervisor.Status
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
-	if err != nil {
-		return st, nil, err
+	st, raw, err := httpapi.FetchStatus(ctx, addr)
+	if errors.Is(err, httpapi.ErrNoSupervisor) {
+		return st, raw, fmt.Errorf("is fieldgate running? %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, nil, fmt.Errorf("is fieldgate running? %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return st, nil, fmt.Errorf("read status from %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("status from %s: %s", addr, resp.Status)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("status from %s: %w", addr, err)
-	}
-	return st, raw, nil
+	return st, raw, err
 }
 
 // printStatus writes the status as a table.

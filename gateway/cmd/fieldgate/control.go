@@ -2,22 +2,15 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"time"
 
 	"fieldgate/gateway/config"
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/supervisor"
 )
-
-// controlTimeout bounds a stop or start request: the supervisor answers
-// once the task stopped (SIGTERM, SIGKILL after 10 s) or the start was tried.
-const controlTimeout = 90 * time.Second
 
 // cmdControl is `fieldgate stop NAME` and `fieldgate start NAME`: it asks the
 // running supervisor (POST /collectors/NAME/stop|start on gateway.listen).
@@ -55,34 +48,11 @@ func cmdControl(ctx context.Context, op string, args []string, stdout, stderr io
 
 // control posts op (stop, start) for collector name to the supervisor at addr.
 func control(ctx context.Context, addr, op, name string) (supervisor.CollectorStatus, error) {
-	var st supervisor.CollectorStatus
-	ctx, cancel := context.WithTimeout(ctx, controlTimeout)
-	defer cancel()
-	u := "http://" + addr + "/collectors/" + url.PathEscape(name) + "/" + op
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
-	if err != nil {
-		return st, err
+	st, err := httpapi.Control(ctx, addr, op, name)
+	if errors.Is(err, httpapi.ErrNoSupervisor) {
+		return st, fmt.Errorf("%w (is `fieldgate run` running? --addr or --config name another)", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("no fieldgate supervisor answers at %s (is `fieldgate run` running? --addr or --config name another): %w", addr, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return st, fmt.Errorf("%s %q: read answer from %s: %w", op, name, addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e httpapi.ErrorBody
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return st, fmt.Errorf("%s %q: %s", op, name, e.Error)
-		}
-		return st, fmt.Errorf("%s %q: %s answered %s (a fieldgate without stop/start?)", op, name, addr, resp.Status)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, fmt.Errorf("%s %q: answer from %s: %w", op, name, addr, err)
-	}
-	return st, nil
+	return st, err
 }
 
 // listenAddr is the supervisor's HTTP address: addr if given, else
