@@ -26,10 +26,10 @@ func TestPlanAtStart(t *testing.T) {
 	exited0 := &persistedCollector{State: StateExited, LastExit: &Exit{Code: 0}}
 	looping := &persistedCollector{State: StateCrashLoop, RestartAt: &later, Restarts: 5}
 	type want struct {
-		leave             bool
-		state             string
-		died, stop, clear bool
-		delayed           bool
+		leave      bool
+		state      string
+		died, stop bool
+		delayed    bool
 	}
 	tests := []struct {
 		name   string
@@ -55,13 +55,13 @@ func TestPlanAtStart(t *testing.T) {
 		{"operator stop holds for on-failure", config.RestartOnFailure, nil, stopped, want{leave: true, state: StateStopped}},
 		{"operator stop holds for never", config.RestartNever, noTask, stopped, want{leave: true, state: StateStopped}},
 		{"operator stop of a running unless-stopped stops it", config.RestartUnlessStopped, running, stopped, want{leave: true, state: StateStopped, stop: true}},
-		{"always comes back after an operator stop", config.RestartAlways, noTask, stopped, want{clear: true}},
+		{"operator stop holds for always", config.RestartAlways, noTask, stopped, want{leave: true, state: StateStopped}},
 		{"crash loop back-off continues", config.RestartAlways, exited(1), looping, want{died: true, delayed: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := planAtStart(tt.policy, tt.c, tt.p, now, time.Minute)
-			g := want{leave: got.leave, state: got.state, died: got.died, stop: got.stopRunning, clear: got.clearStop, delayed: got.delay > 0}
+			g := want{leave: got.leave, state: got.state, died: got.died, stop: got.stopRunning, delayed: got.delay > 0}
 			if g != tt.want {
 				t.Errorf("planAtStart = %+v, want %+v", g, tt.want)
 			}
@@ -139,9 +139,8 @@ func TestRestartPolicyExitedWhileAway(t *testing.T) {
 	}
 }
 
-// TestOperatorStop: fieldgate stop keeps unless-stopped, on-failure and
-// never collectors down across a supervisor restart and a reboot; always
-// comes back at the supervisor restart (Docker's meaning); start undoes it.
+// TestOperatorStop: fieldgate stop keeps collectors of every policy down
+// across a supervisor restart and a reboot; start undoes it.
 func TestOperatorStop(t *testing.T) {
 	dir := t.TempDir()
 	path := writeConfig(t, dir, col{"a", "1s", "always", ""}, col{"b", "1s", "unless-stopped", ""}, col{"c", "1s", "on-failure", ""})
@@ -178,8 +177,7 @@ func TestOperatorStop(t *testing.T) {
 	rt.reboot()
 
 	r2 := start(t, load(t, path), rt)
-	waitFor(t, "a back", stateIs(r2.sup, "a", StateRunning))
-	for _, n := range []string{"b", "c"} {
+	for _, n := range []string{"a", "b", "c"} {
 		waitFor(t, n+" still stopped", stateIs(r2.sup, n, StateStopped))
 		if got := rt.count("start " + n); got != 1 {
 			t.Errorf("%s started %d times: %v", n, got, rt.eventList())

@@ -20,10 +20,9 @@ var ErrNotRunning = errors.New("supervisor not running")
 // StopCollector is `fieldgate stop NAME`: it records the operator's stop in
 // the state file first (a failure there changes nothing), then stops the
 // task (SIGTERM, SIGKILL after the runtime's deadline) and removes the
-// container. The collector then shows StateStopped and stays down —
-// across supervisor restarts and reboots for unless-stopped, on-failure and
-// never; an always collector comes back when the supervisor restarts, as
-// in Docker — until StartCollector.
+// container. The collector then shows StateStopped and stays down, across
+// supervisor restarts and reboots, whatever its restart policy, until
+// StartCollector.
 func (s *Supervisor) StopCollector(ctx context.Context, name string) (CollectorStatus, error) {
 	s.reconcileMu.Lock()
 	defer s.reconcileMu.Unlock()

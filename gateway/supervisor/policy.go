@@ -27,9 +27,6 @@ type startPlan struct {
 	// stopRunning: it runs although an operator stopped it (the supervisor
 	// died between recording the stop and stopping the task): stop it.
 	stopRunning bool
-	// clearStop: an operator's stop ends here (always, as in Docker: a
-	// stopped container comes back when the daemon restarts).
-	clearStop bool
 	// died: the task ended while the supervisor was away and is restarted by
 	// the policy — a restart, counted; lastExit is how it ended (nil when a
 	// reboot took it: no exit status is left).
@@ -43,9 +40,9 @@ type startPlan struct {
 // collector as found when the supervisor starts: c is its container (nil if
 // there is none), p what the supervisor recorded before (nil if nothing).
 //
-//   - an operator's stop (`fieldgate stop`) holds for unless-stopped,
-//     on-failure and never; always comes back (as `docker stop` of an always
-//     container lasts until the daemon restarts);
+//   - an operator's stop (`fieldgate stop`) holds, whatever the policy,
+//     until `fieldgate start` (the contract keeps it across reboots; Docker
+//     would bring an always container back when its daemon restarts);
 //   - a running task is adopted;
 //   - a task that exited while the supervisor was away is restarted if the
 //     policy restarts its exit code (on-failure: unless it exited 0);
@@ -56,9 +53,6 @@ type startPlan struct {
 //   - the back-off a crash-looping collector was waiting out continues.
 func planAtStart(policy string, c *Container, p *persistedCollector, now time.Time, maxDelay time.Duration) startPlan {
 	if p != nil && p.OperatorStopped {
-		if policy == config.RestartAlways {
-			return startPlan{clearStop: true}
-		}
 		return startPlan{leave: true, state: StateStopped, stopRunning: c != nil && c.Running}
 	}
 	if c != nil && c.Running {

@@ -807,9 +807,6 @@ func (s *Supervisor) startWorker(ctx context.Context, g *errgroup.Group, base Sp
 		w.st.StoppedAt = prev.StoppedAt
 		w.st.ConfiguredDigest = prev.ConfiguredDigest
 	}
-	if plan.clearStop {
-		w.st.operatorStopped, w.st.StoppedAt = false, nil
-	}
 	if plan.delay > 0 && prev != nil {
 		w.st.State, w.st.RestartAt = prev.State, prev.RestartAt
 	}
