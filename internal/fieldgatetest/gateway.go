@@ -49,7 +49,15 @@ type Gateway struct {
 func NewGateway(t testing.TB, brokerOpts ...testpeer.BrokerOption) *Gateway {
 	t.Helper()
 	testpeer.Require(t, "containerd", "mosquitto")
-	g := &Gateway{T: t, Bin: Fieldgate(t), Ctrd: testpeer.Containerd(t), Brk: testpeer.StartBroker(t, brokerOpts...)}
+	g := &Gateway{T: t}
+	// Registered first, so it runs last: after the peers' cleanups, which
+	// can still fail the test (something of the run left behind).
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fieldgate log:\n%s", g.Logs())
+		}
+	})
+	g.Bin, g.Ctrd, g.Brk = Fieldgate(t), testpeer.Containerd(t), testpeer.StartBroker(t, brokerOpts...)
 	g.Broker = g.Brk.Addr
 	dir, err := os.MkdirTemp("", "fg-e2e-")
 	if err != nil {
@@ -65,12 +73,7 @@ func NewGateway(t testing.TB, brokerOpts ...testpeer.BrokerOption) *Gateway {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Notify.Close() })
-	t.Cleanup(func() {
-		g.Kill(syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("fieldgate log:\n%s", g.Logs())
-		}
-	})
+	t.Cleanup(func() { g.Kill(syscall.SIGKILL) })
 	return g
 }
 

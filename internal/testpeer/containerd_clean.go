@@ -59,7 +59,7 @@ func (p *ContainerdPeer) verifyClean(t testing.TB) {
 			set[s] = true
 		}
 		tasks := childrenOf(set)
-		leaks = append(leaks, fmt.Sprintf("containerd-shim processes %v (with processes %v) still running after the daemon stopped", shims, tasks))
+		leaks = append(leaks, fmt.Sprintf("containerd-shim processes %v of containers %v (with processes %v) still running after the daemon stopped", shims, p.shimIDs(shims), tasks))
 		all := append(append([]int(nil), shims...), tasks...)
 		for _, pid := range all {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -94,6 +94,21 @@ func (p *ContainerdPeer) verifyClean(t testing.TB) {
 	for _, l := range leaks {
 		t.Errorf("containerd peer %s (namespace %s): %s", p.Dir, p.Namespace, l)
 	}
+	if len(leaks) > 0 {
+		t.Logf("containerd peer log tail (%s):\n%s", p.LogPath, ctrdTailFile(p.LogPath, 80))
+	}
+}
+
+// shimIDs are the -id arguments of the shim processes.
+func (p *ContainerdPeer) shimIDs(pids []int) []string {
+	var ids []string
+	for _, pid := range pids {
+		raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		if err == nil {
+			ids = append(ids, argAfter(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"), "-id"))
+		}
+	}
+	return ids
 }
 
 // mountsBelow lists the mount points under dir or naming namespace.
