@@ -14,6 +14,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
 	./collectors/reading:FuzzAppendJSON \
+	./collectors/command:FuzzHandleJSON \
 	./collectors/queue:FuzzDecode \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
@@ -25,7 +26,7 @@ FUZZ_TARGETS := \
 	./gateway/config:FuzzParse \
 	./collectors/opcua:FuzzParse
 
-.PHONY: help setup build images test unit fuzz bench demo firmware clean
+.PHONY: help setup build images test unit fuzz bench demo firmware clean proto
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -38,10 +39,11 @@ build: ## build every command into bin/
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./gateway/cmd/... ./collectors/cmd/... ./devices/cmd/...
 
-images: ## build the collector OCI image archives into dist/images/
+images: ## build the collector OCI image archives into dist/images/ and the lab-bench images into dist/bench-images/
 	@VERSION=$(VERSION) firmware/build-images.sh
 
 test: setup ## run every test (unit, real-peer integration, short fuzzing) — what CI runs
+	@$(GO) mod tidy -diff || { echo 'go.mod/go.sum are not tidy: run go mod tidy and commit the result' >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m -count=1 ./...
 	@scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
@@ -57,6 +59,13 @@ demo: setup build images ## the one-command demo: simulated devices, local broke
 
 firmware: images build ## the flashable gateway bundle into dist/
 	@firmware/build-bundle.sh $(VERSION)
+
+proto: ## regenerate the Sparkplug B Go code from its .proto (protoc: Debian protobuf-compiler; protoc-gen-go: the go.mod tool)
+	@command -v protoc >/dev/null || { echo "proto: protoc not found (apt-get install protobuf-compiler)" >&2; exit 1; }
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=fieldgate \
+		-I collectors/sparkplug/sparkplugpb collectors/sparkplug/sparkplugpb/sparkplug_b.proto
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

@@ -71,7 +71,10 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 		return nil, fmt.Errorf("containers: invalid stop timeout %v", o.stopTimeout)
 	}
 	rt, err := fgruntime.New(cfg.Runtime.Address, cfg.Runtime.Namespace, log,
-		append([]fgruntime.Option{fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter)}, o.runtimeOpts...)...)
+		append([]fgruntime.Option{
+			fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter),
+			fgruntime.WithPrivateDir(supervisor.PrivateDir(cfg)),
+		}, o.runtimeOpts...)...)
 	if err != nil {
 		return nil, err
 	}

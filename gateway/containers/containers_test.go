@@ -95,8 +95,10 @@ func (s *setup) spec(rt *containers.Runtime) supervisor.Spec {
 		s.t.Fatal(err)
 	}
 	spec = spec.WithIdentity(id)
-	if err := os.MkdirAll(spec.DataDir, 0o755); err != nil {
-		s.t.Fatal(err)
+	for _, dir := range []string{spec.DataDir, filepath.Dir(spec.ConfigFile)} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			s.t.Fatal(err)
+		}
 	}
 	if err := os.WriteFile(spec.ConfigFile, spec.Config, 0o644); err != nil {
 		s.t.Fatal(err)

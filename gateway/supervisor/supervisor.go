@@ -17,7 +17,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -237,6 +236,7 @@ type Supervisor struct {
 	reloadReq chan struct{}
 	changed   chan struct{}
 	ready     chan struct{}
+	reports   *reportReader
 
 	// reconcileMu serialises whatever replaces workers: apply (start and
 	// reload), the identity check and operator stops and starts.
@@ -340,6 +340,7 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		ready:     make(chan struct{}),
 		startSem:  make(chan struct{}, 1),
 		store:     newStateStore(o.stateDir),
+		reports:   newReportReader(o.log),
 	}
 	p, err := s.store.load()
 	if err != nil {
@@ -378,10 +379,10 @@ func (s *Supervisor) notify() {
 	}
 }
 
-// Status returns a snapshot, collectors sorted by name.
+// Status returns a snapshot, collectors sorted by name. The collectors' own
+// reports are read after the lock is released, bounded in size and time.
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := Status{
 		GatewayID:       s.cfg.Gateway.ID,
 		Version:         s.opts.version,
@@ -404,11 +405,14 @@ func (s *Supervisor) Status() Status {
 		st.Collectors = append(st.Collectors, c)
 	}
 	sort.Slice(st.Collectors, func(i, j int) bool { return st.Collectors[i].Name < st.Collectors[j].Name })
+	dirs := make(map[string]string, len(st.Collectors))
+	for _, c := range st.Collectors {
+		dirs[c.Name] = s.cfg.CollectorDir(c.Name)
+	}
+	s.mu.Unlock()
+	reports := s.reports.readAll(dirs)
 	for i := range st.Collectors {
-		raw, err := os.ReadFile(filepath.Join(s.cfg.CollectorDir(st.Collectors[i].Name), collectorStatusFile))
-		if err == nil && json.Valid(raw) {
-			st.Collectors[i].Report = json.RawMessage(bytes.TrimSpace(raw))
-		}
+		st.Collectors[i].Report = reports[st.Collectors[i].Name]
 	}
 	return st
 }
@@ -1042,36 +1046,4 @@ func BackoffDelay(n int, base, max time.Duration) time.Duration {
 		return max
 	}
 	return d
-}
-
-// writeFiles creates the collector's data dir and writes its config file
-// (atomically, and only when its content changed, so a running container's
-// bind mount keeps pointing at identical content).
-func writeFiles(spec *Spec) error {
-	if err := os.MkdirAll(spec.DataDir, 0o755); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
-	}
-	if old, err := os.ReadFile(spec.ConfigFile); err == nil && bytes.Equal(old, spec.Config) {
-		return nil
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(spec.ConfigFile), ".collector-*.yaml")
-	if err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(spec.Config); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), spec.ConfigFile); err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	return nil
 }

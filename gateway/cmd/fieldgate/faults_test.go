@@ -484,7 +484,7 @@ func TestFaultBrokerRefusesCredentials(t *testing.T) {
 	rec := fieldgatetest.NewRecorder(t, e.Broker, "sub", "subpw")
 	e.Start()
 	started := e.WaitCollector(name, "collector running", 60*time.Second, func(supervisor.CollectorStatus) bool { return true })
-	logFile := filepath.Join(e.Dir, "collectors", name, "logs", "collector.log")
+	logFile := filepath.Join(e.Dir, "logs", name, "collector.log")
 	queueDir := filepath.Join(e.Dir, "collectors", name, "queue")
 	failures := func() []string {
 		b, _ := os.ReadFile(logFile)

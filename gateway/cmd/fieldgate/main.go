@@ -7,6 +7,9 @@
 //	fieldgate logs NAME [--config FILE] [-n N]
 //	fieldgate stop NAME [--addr HOST:PORT | --config FILE]
 //	fieldgate start NAME [--addr HOST:PORT | --config FILE]
+//	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+//	fieldgate devices [--config FILE] [--json]
+//	fieldgate profiles [show NAME]
 //	fieldgate version
 //
 // Exit codes: 0 success, 1 failure (validate: problems found), 2 usage error
@@ -51,6 +54,9 @@ const usage = `usage:
   fieldgate logs NAME [--config FILE] [-n N]
   fieldgate stop NAME [--addr HOST:PORT | --config FILE]
   fieldgate start NAME [--addr HOST:PORT | --config FILE]
+  fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+  fieldgate devices [--config FILE] [--json]
+  fieldgate profiles [show NAME]
   fieldgate version
 `
 
@@ -99,6 +105,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdLogs(rest, stdout, stderr)
 	case "stop", "start":
 		return cmdControl(ctx, cmd, rest, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
+	case "devices":
+		return cmdDevices(rest, stdout, stderr)
+	case "profiles":
+		return cmdProfiles(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -107,5 +119,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, watch, devices, profiles, version)", cmd)
 }
