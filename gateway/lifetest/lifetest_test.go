@@ -168,7 +168,9 @@ func TestUpgrade(t *testing.T) {
 	g := fieldgatetest.NewGateway(t)
 	g.DrainNotify()
 	archive := "collector-modbus.tar"
-	v1 := g.AddArchive(archive, modbus, fieldgatetest.Collector(t, "modbus-collector", "1.0.0"), "1.0.0", "latest")
+	bin1 := fieldgatetest.Collector(t, "modbus-collector", "1.0.0")
+	bin2 := fieldgatetest.Collector(t, "modbus-collector", "2.0.0") // built before anything runs
+	v1 := g.AddArchive(archive, modbus, bin1, "1.0.0", "latest")
 	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{1: {Holding: map[uint16]uint16{0: holding}}}})
 	const name = "line3"
 	g.WriteRaw(g.Header("") + tcpCollector(name, modbus+":latest", "unless-stopped", slave.Addr))
@@ -182,7 +184,7 @@ func TestUpgrade(t *testing.T) {
 		t.Fatalf("before the upgrade: %+v, want digest %s", old, v1)
 	}
 
-	v2 := g.AddArchive(archive, modbus, fieldgatetest.Collector(t, "modbus-collector", "2.0.0"), "2.0.0", "latest")
+	v2 := g.AddArchive(archive, modbus, bin2, "2.0.0", "latest")
 	g.Kill(syscall.SIGTERM)
 	if !fieldgatetest.TaskRunning(old.Pid) {
 		t.Fatal("the collector stopped with the supervisor")

@@ -697,12 +697,16 @@ func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.C
 			if same {
 				continue
 			}
-			s.log.Info("collector spec changed, recreating", "collector", col.Name)
 			w.cancel()
 			<-w.done
 			s.mu.Lock()
 			st := w.st
 			s.mu.Unlock()
+			if st.State == StateStopped || st.State == StateExited {
+				s.log.Info("collector spec changed; it stays down until started", "collector", col.Name, "state", st.State)
+			} else {
+				s.log.Info("collector spec changed, recreating", "collector", col.Name)
+			}
 			// The old owner of a device lets go of it before any collector
 			// starts: a device moved from one collector to another never has
 			// two owners.
