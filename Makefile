@@ -13,6 +13,7 @@ FUZZTIME ?= 10s
 # longer by `make fuzz`.
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
+	./collectors/configfile:FuzzAliases \
 	./collectors/reading:FuzzAppendJSON \
 	./collectors/queue:FuzzDecode \
 	./collectors/modbus:FuzzPlan \

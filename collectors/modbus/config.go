@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -244,7 +243,7 @@ func (t *Tag) Scaled() bool { return t.Scale != nil || t.Offset != 0 }
 
 // LoadConfig reads the file at path and parses it with ParseConfig.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read modbus config: %w", err)
 	}
@@ -308,10 +307,9 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // register tags, type bool on coil and discrete_input tags, port 502 on a tcp
 // address without one.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		// configfile words and positions the syntax error.
-		return nil, configfile.Decode(path, data, &rawConfig{})
+	doc, err := configfile.Parse(path, data) // size, syntax and alias limits
+	if err != nil {
+		return nil, err
 	}
 	var raw rawConfig
 	errs := configfile.NewErrors(path)

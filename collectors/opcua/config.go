@@ -29,7 +29,6 @@ package opcua
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -119,9 +118,8 @@ func (c *Config) at(key string, fallback configfile.Pos) configfile.Pos {
 
 // keyLines records the line of every key of the top-level mapping (after
 // unwrapping `opcua:`) and of the security and auth mappings.
-func keyLines(data []byte) map[string]int {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+func keyLines(doc *yaml.Node) map[string]int {
+	if len(doc.Content) == 0 {
 		return nil
 	}
 	root := doc.Content[0]
@@ -266,7 +264,7 @@ type Deadband struct {
 
 // LoadFile reads and validates the collector file at path.
 func LoadFile(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read opcua config: %w", err)
 	}
@@ -276,7 +274,11 @@ func LoadFile(path string) (Config, error) {
 // Parse decodes and validates a collector file. Every problem is reported as
 // "FILE:LINE: message" in one *configfile.Errors.
 func Parse(path string, data []byte) (Config, error) {
-	c := Config{lines: keyLines(data)}
+	doc, err := configfile.Parse(path, data)
+	if err != nil {
+		return Config{}, err
+	}
+	c := Config{lines: keyLines(doc)}
 	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua")); err != nil {
 		errs := configfile.NewErrors(path)
 		errs.Merge(configfile.Pos{}, err)

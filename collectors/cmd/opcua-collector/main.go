@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"fieldgate/collectors/configfile"
 	"fieldgate/collectors/opcua"
 	"fieldgate/collectors/publish"
 	"fieldgate/collectors/runenv"
@@ -137,7 +138,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 // (OPCUA_ENDPOINT and OPCUA_NODES), as on a lab bench.
 func loadConfig(path string, getenv func(string) string) (opcua.Config, error) {
 	var cfg opcua.Config
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && getenv(opcua.EnvEndpoint) != "":
 	case err != nil:
