@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/runenv"
 )
 
 var (
@@ -140,7 +140,7 @@ func (v *validator) validateMQTT() {
 	d := v.doc
 	if m.Broker == "" {
 		v.add(d.pos("mqtt"), "mqtt.broker is required (e.g. tcp://broker.local:1883)")
-	} else if err := checkBroker(m.Broker); err != nil {
+	} else if _, err := runenv.NormalizeBroker(m.Broker); err != nil {
 		v.add(d.pos("mqtt", "broker"), "invalid mqtt.broker: %v", err)
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
@@ -150,30 +150,6 @@ func (v *validator) validateMQTT() {
 	if strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
 		v.add(d.pos("mqtt", "topic_prefix"), "invalid mqtt.topic_prefix %q (no +, #, leading or trailing /)", p)
 	}
-}
-
-// checkBroker accepts the forms of DESIGN.md's MQTT_BROKER: host, host:port or
-// a tcp://, ssl://, ws:// (also mqtt://, mqtts://, tls://, wss://) URL.
-func checkBroker(s string) error {
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Errorf("%q: %w", s, err)
-		}
-		switch u.Scheme {
-		case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
-		default:
-			return fmt.Errorf("%q: unknown scheme %q (valid: tcp, ssl, tls, mqtt, mqtts, ws, wss)", s, u.Scheme)
-		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("%q: no host", s)
-		}
-		return nil
-	}
-	if strings.ContainsAny(s, "/ ") {
-		return fmt.Errorf("%q: want host, host:port or a URL", s)
-	}
-	return nil
 }
 
 type claimSource struct {
