@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"regexp"
+
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/reading"
 	"fieldgate/devices/profiles"
 	"gopkg.in/yaml.v3"
 )
@@ -172,7 +173,7 @@ type BackoffConfig struct {
 
 // Device is one Modbus slave.
 type Device struct {
-	// Name is unique in the collector, [A-Za-z0-9_.-]+: it is a topic level.
+	// Name is unique in the collector, [A-Za-z0-9_.-]+ (reading.CheckDeviceName): it is a topic level.
 	Name string `yaml:"name"`
 	// UnitID is the slave address: 1..247 on RTU (unique on the line), 0..247
 	// or 255 on TCP (unique per address); default 1.
@@ -291,9 +292,6 @@ type rawDevice struct {
 	MaxGap                 *int           `yaml:"max_gap"`
 	Pos                    configfile.Pos `yaml:"-"`
 }
-
-// nameRE is what a device name may be: it becomes an MQTT topic level.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // ParseConfig decodes data, the content of the file at path, strictly (unknown
 // keys are errors), applies the defaults, expands device profiles and validates
@@ -545,7 +543,7 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 	case d.Name == "":
 		who = path
 		v.add("", d.Pos, "%s: name is required", who)
-	case !nameRE.MatchString(d.Name):
+	case reading.CheckDeviceName(d.Name) != nil:
 		v.add(path+".name", d.Pos, "%s: invalid name (use letters, digits, '_', '-', '.')", who)
 	}
 	if rd.UnitID != nil {
@@ -648,6 +646,11 @@ func (v *validator) tag(d *Device, t *Tag, path string, who string) {
 			p = path + "." + key
 		}
 		v.add(p, t.Pos, "%s: "+format, append([]any{who}, args...)...)
+	}
+	if t.Name != "" {
+		if err := reading.CheckTagName(t.Name); err != nil {
+			bad("name", "%v", err)
+		}
 	}
 	tableOK := t.Table.Valid()
 	switch {

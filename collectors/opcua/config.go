@@ -36,6 +36,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/reading"
 )
 
 // Collection modes.
@@ -102,6 +103,9 @@ type Config struct {
 	Auth *Auth `yaml:"auth"`
 	// Nodes are the variables to collect.
 	Nodes []Node `yaml:"nodes"`
+	// Limits bound what the server can make the collector hold; zero
+	// fields take DefaultLimits.
+	Limits Limits `yaml:"limits"`
 
 	// lines maps keys ("mode", "security.policy") to their line in the
 	// file, so errors point at the key rather than its mapping.
@@ -135,7 +139,7 @@ func keyLines(doc *yaml.Node) map[string]int {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := prefix + n.Content[i].Value
 			out[k] = n.Content[i].Line
-			if depth == 0 && (k == "security" || k == "auth") {
+			if depth == 0 && (k == "security" || k == "auth" || k == "limits") {
 				walk(n.Content[i+1], k+".", 1)
 			}
 		}
@@ -171,6 +175,11 @@ type Auth struct {
 	PasswordFile string
 	CertFile     string
 	KeyFile      string
+	// AllowPlaintextPassword (`allow_plaintext_password: true`) accepts a
+	// user name and password sent unencrypted: over security policy None,
+	// or to an endpoint whose user token policy is None without
+	// SignAndEncrypt. Default false: such a configuration is refused.
+	AllowPlaintextPassword bool
 }
 
 // UnmarshalYAML decodes `anonymous` or a mapping of the known keys,
@@ -192,6 +201,7 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 		"username": &a.Username, "password_file": &a.PasswordFile,
 		"cert_file": &a.CertFile, "key_file": &a.KeyFile,
 	}
+	bools := map[string]*bool{"anonymous": &a.Anonymous, "allow_plaintext_password": &a.AllowPlaintextPassword}
 	var errs []string
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -201,15 +211,15 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 			continue
 		}
 		seen[k.Value] = true
-		if k.Value == "anonymous" {
-			if err := v.Decode(&a.Anonymous); err != nil {
-				errs = append(errs, fmt.Sprintf("anonymous: want true or false, got %q", v.Value))
+		if b, ok := bools[k.Value]; ok {
+			if v.Kind != yaml.ScalarNode || v.Decode(b) != nil {
+				errs = append(errs, fmt.Sprintf("%s: want true or false, got %q", k.Value, v.Value))
 			}
 			continue
 		}
 		p, ok := fields[k.Value]
 		if !ok {
-			errs = append(errs, fmt.Sprintf("unknown key %q (valid: anonymous, cert_file, key_file, password_file, username)", k.Value))
+			errs = append(errs, fmt.Sprintf("unknown key %q (valid: allow_plaintext_password, anonymous, cert_file, key_file, password_file, username)", k.Value))
 			continue
 		}
 		if v.Kind != yaml.ScalarNode {
@@ -364,6 +374,9 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 			if a.PasswordFile == "" {
 				errs.Add(a.Pos, "auth: username %q needs a password_file", a.Username)
 			}
+			if c.Security != nil && c.Security.Policy == PolicyNone && !a.AllowPlaintextPassword {
+				errs.Add(a.Pos, "auth: the password of user %q would travel in clear over security policy None; choose a secured policy (e.g. security: {policy: Basic256Sha256, mode: SignAndEncrypt}) or write allow_plaintext_password: true", a.Username)
+			}
 		}
 		if a.CertFile != "" || a.KeyFile != "" {
 			n++
@@ -378,17 +391,24 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 			errs.Add(a.Pos, "auth: choose one of anonymous, username + password_file, cert_file + key_file")
 		}
 	}
+	c.Limits.validate(errs, c)
 	if needNodes && len(c.Nodes) == 0 {
 		errs.Add(c.at("nodes", c.Pos), "nodes: at least one node is required")
 	}
 	seen := map[string]int{}
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
-		if n.Device == "" {
+		switch err := reading.CheckDeviceName(n.Device); {
+		case n.Device == "":
 			errs.Add(n.Pos, "nodes[%d]: device: missing", i)
+		case err != nil:
+			errs.Add(n.Pos, "nodes[%d]: device: %v", i, err)
 		}
-		if n.Name == "" {
+		switch err := reading.CheckTagName(n.Name); {
+		case n.Name == "":
 			errs.Add(n.Pos, "nodes[%d]: name: missing", i)
+		case err != nil:
+			errs.Add(n.Pos, "nodes[%d]: name: %v", i, err)
 		}
 		switch {
 		case n.NodeID == "":

@@ -65,7 +65,7 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 		}
 		for i, dv := range res.Results {
 			t := e.tags[start+i]
-			got[t.device] = append(got[t.device], makeReading(t, dv, now))
+			got[t.device] = append(got[t.device], makeReading(t, dv, now, e.lim))
 		}
 	}
 	e.flush(ctx, now, got)

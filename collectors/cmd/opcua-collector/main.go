@@ -9,6 +9,7 @@
 // file, or replace it when it does not exist (see opcua.ApplyEnv).
 //
 //	opcua-collector browse --endpoint URL [--node ID] [--depth N] [--policy P --mode M]
+//	    [--user U --password-file F [--allow-plaintext-password]]
 //
 // prints the server's address space (node id, browse path, data type) to
 // help write the `nodes:` list.
@@ -162,6 +163,7 @@ func browse(ctx context.Context, args []string, getenv func(string) string, stdo
 	mode := fs.String("mode", "", "security mode: None, Sign, SignAndEncrypt (with --policy)")
 	user := fs.String("user", "", "user name (with --password-file)")
 	passwordFile := fs.String("password-file", "", "file holding the password")
+	allowPlaintext := fs.Bool("allow-plaintext-password", false, "accept sending the password unencrypted (security policy None)")
 	trustDir := fs.String("trust-dir", "", "trusted server certificates (default DATA_DIR/pki/trusted)")
 	defData := getenv("DATA_DIR")
 	if defData == "" {
@@ -206,7 +208,7 @@ func browse(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 	}
 	if *user != "" || *passwordFile != "" {
-		cfg.Auth = &opcua.Auth{Username: *user, PasswordFile: *passwordFile}
+		cfg.Auth = &opcua.Auth{Username: *user, PasswordFile: *passwordFile, AllowPlaintextPassword: *allowPlaintext}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
