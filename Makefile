@@ -24,7 +24,8 @@ FUZZ_TARGETS := \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream \
 	./gateway/config:FuzzParse \
-	./collectors/opcua:FuzzParse
+	./collectors/opcua:FuzzParse \
+	./collectors/opcua:FuzzValue
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean
 

@@ -92,7 +92,7 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 func isOperationStatus(s ua.StatusCode) bool {
 	switch s {
 	case ua.StatusBadTooManyOperations, ua.StatusBadNothingToDo, ua.StatusBadEncodingLimitsExceeded,
-		ua.StatusBadResponseTooLarge, ua.StatusBadRequestTooLarge, ua.StatusBadMaxAgeInvalid,
+		ua.StatusBadResponseTooLarge, ua.StatusBadRequestTooLarge, ua.StatusBadTCPMessageTooLarge, ua.StatusBadMaxAgeInvalid,
 		ua.StatusBadTimestampsToReturnInvalid:
 		return true
 	}
