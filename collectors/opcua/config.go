@@ -456,3 +456,38 @@ func (c Config) withDefaults(poll time.Duration) Config {
 	}
 	return c
 }
+
+// FileRef is a file or directory the collector reads at the path its file
+// names: a secret (password, private key), a certificate or the trust
+// directory. The supervisor mounts each read-only into the container.
+type FileRef struct {
+	// Key is its place in the file: "security.cert_file", "trust_dir",
+	// "auth.password_file", ...
+	Key string
+	// Path is the path as written.
+	Path string
+	// Dir is true for the trust directory.
+	Dir bool
+}
+
+// Files lists the files and directories c names, in a fixed order.
+func (c *Config) Files() []FileRef {
+	var out []FileRef
+	add := func(key, path string, dir bool) {
+		if path != "" {
+			out = append(out, FileRef{Key: key, Path: path, Dir: dir})
+		}
+	}
+	if s := c.Security; s != nil {
+		add("security.cert_file", s.CertFile, false)
+		add("security.key_file", s.KeyFile, false)
+		add("security.server_cert", s.ServerCert, false)
+	}
+	add("trust_dir", c.TrustDir, true)
+	if a := c.Auth; a != nil {
+		add("auth.password_file", a.PasswordFile, false)
+		add("auth.cert_file", a.CertFile, false)
+		add("auth.key_file", a.KeyFile, false)
+	}
+	return out
+}

@@ -156,8 +156,12 @@ type Collector struct {
 	// Protocol is "modbus" or "opcua", whichever section is set.
 	Protocol string `yaml:"-"`
 	// ProtocolConfig is the protocol section as a YAML document: the content
-	// of the collector's COLLECTOR_CONFIG file.
+	// of the collector's COLLECTOR_CONFIG file, with the paths of
+	// SecretFiles replaced by their container paths.
 	ProtocolConfig []byte `yaml:"-"`
+	// SecretFiles are the host files the protocol section names, mounted
+	// read-only into the container.
+	SecretFiles []SecretFile `yaml:"-"`
 
 	Pos configfile.Pos `yaml:"-"`
 }

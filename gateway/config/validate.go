@@ -29,10 +29,18 @@ var (
 // maxNameLen bounds collector names (container ids, directory names, topic levels).
 const maxNameLen = 63
 
-// ProtocolParser validates a protocol section. data is laid out so that line
-// numbers are those of gateway.yaml (path); errors should be a
-// *configfile.Errors for their lines to be kept.
-type ProtocolParser func(path string, data []byte) error
+// ProtocolParser validates a protocol section and lists the files it names.
+// data is laid out so that line numbers are those of gateway.yaml (path);
+// errors should be a *configfile.Errors for their lines to be kept.
+type ProtocolParser func(path string, data []byte) ([]ProtocolFile, error)
+
+// ProtocolFile is a host file or directory a protocol section names at Key
+// (a dotted path within the section, "auth.password_file").
+type ProtocolFile struct {
+	Key  string
+	Path string
+	Dir  bool
+}
 
 type validator struct {
 	loader
@@ -145,6 +153,28 @@ func (v *validator) validateMQTT() {
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
 		v.add(d.pos("mqtt", "tls"), "mqtt.tls: cert_file and key_file go together (got only one)")
+	}
+	// The supervisor mounts these into every collector: they must be
+	// there, as files.
+	for _, f := range []struct {
+		path string
+		keys []any
+	}{
+		{m.PasswordFile, []any{"mqtt", "password_file"}},
+		{m.TLS.CAFile, []any{"mqtt", "tls", "ca_file"}},
+		{m.TLS.CertFile, []any{"mqtt", "tls", "cert_file"}},
+		{m.TLS.KeyFile, []any{"mqtt", "tls", "key_file"}},
+	} {
+		if f.path == "" {
+			continue
+		}
+		name := fmt.Sprint(f.keys[0])
+		for _, k := range f.keys[1:] {
+			name += "." + fmt.Sprint(k)
+		}
+		if msg := v.checkHostFile(f.path, false); msg != "" {
+			v.add(d.pos(f.keys...), "%s: %q %s", name, f.path, msg)
+		}
 	}
 	p := m.TopicPrefix
 	if strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
@@ -303,15 +333,10 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 		v.add(at(proto), "%s: %s: must be a mapping of the collector's settings", who, proto)
 		return
 	}
-	out, err := yaml.Marshal(canonical(val))
-	if err != nil {
-		v.add(at(proto), "%s: %s: %v", who, proto, err)
-		return
-	}
-	c.ProtocolConfig = out
-
+	section := canonical(val)
 	if parse := ProtocolParsers[proto]; parse != nil {
-		err := parse(v.path, sectionBytes(v.data, key, val))
+		files, err := parse(v.path, sectionBytes(v.data, key, val))
+		v.secretFiles(c, who, proto, section, files, at)
 		var ce *configfile.Errors
 		switch {
 		case err == nil:
@@ -325,6 +350,12 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 			v.add(at(proto), "%s: %s: %v", who, proto, err)
 		}
 	}
+	out, err := yaml.Marshal(section)
+	if err != nil {
+		v.add(at(proto), "%s: %s: %v", who, proto, err)
+		return
+	}
+	c.ProtocolConfig = out
 
 	// The modbus serial line is a device claim too: its container path maps
 	// back to a host path through devices, or is the host path itself
