@@ -5,6 +5,8 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+//	fieldgate devices [--config FILE] [--json]
 //	fieldgate version
 //
 // Exit codes: 0 success, 1 failure (validate: problems found), 2 usage error
@@ -47,6 +49,8 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+  fieldgate devices [--config FILE] [--json]
   fieldgate version
 `
 
@@ -93,6 +97,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
+	case "devices":
+		return cmdDevices(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -101,5 +109,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, version)", cmd)
 }
