@@ -230,7 +230,7 @@ type Collector struct {
 	// Queue sets the collector's durable outbound queue (QUEUE_* env).
 	Queue Queue `yaml:"queue"`
 	// MQTT overrides the gateway's payload and Sparkplug settings.
-	MQTT *Output          `yaml:"mqtt"`
+	MQTT *Output           `yaml:"mqtt"`
 	Env  map[string]string `yaml:"env"`
 
 	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.

@@ -295,7 +295,6 @@ func (v *validator) validateCollector(i int, names map[string]int, claims map[st
 		}
 	}
 
-
 	// Devices: host paths exist, and each has a single owner.
 	own := map[string]bool{}
 	claim := func(host string, pos configfile.Pos) {

@@ -1,7 +1,11 @@
 package testpeer
 
 import (
+	"fmt"
+	"net"
 	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +35,15 @@ func TestMosquittoRoundTrip(t *testing.T) {
 
 func TestPtyPairCarriesBytes(t *testing.T) {
 	a, b := PtyPair(t)
+	for _, p := range []string{a, b} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := st.Sys().(*syscall.Stat_t).Gid; st.Mode().Perm() != 0o660 || fmt.Sprint(gid) != SerialGroup() {
+			t.Errorf("%s: mode %v group %d, want 0660 and group %s (a non-root collector reaches it through its group)", p, st.Mode().Perm(), gid, SerialGroup())
+		}
+	}
 	fa, err := os.OpenFile(a, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -55,5 +68,27 @@ func TestPtyPairCarriesBytes(t *testing.T) {
 	}
 	if buf[0] != 0x01 || buf[2] != 0xff {
 		t.Errorf("got % x", buf)
+	}
+}
+
+func TestFreeAddressPool(t *testing.T) {
+	routes, err := hostRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		pool, err := freeAddressPool()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n, err := net.ParseCIDR(pool)
+		if err != nil || n.String() != pool || !strings.HasPrefix(pool, "172.") || !strings.HasSuffix(pool, "/20") {
+			t.Fatalf("pool %q: %v", pool, err)
+		}
+		for _, r := range routes {
+			if r.Contains(n.IP) || n.Contains(r.IP) {
+				t.Errorf("pool %s overlaps the host route %s", pool, r)
+			}
+		}
 	}
 }

@@ -32,7 +32,8 @@ type containerdRuntime struct {
 // collectors using its images then fail to start, each with its own error.
 func openRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (*containerdRuntime, error) {
 	rt, err := fgruntime.New(cfg.Runtime.Address, cfg.Runtime.Namespace, log,
-		fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter))
+		fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter),
+		fgruntime.WithPrivateDir(supervisor.PrivateDir(cfg)))
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@
 //	fieldgate logs NAME [--config FILE] [-n N]
 //	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
 //	fieldgate devices [--config FILE] [--json]
+//	fieldgate profiles [show NAME]
 //	fieldgate version
 //
 // Exit codes: 0 success, 1 failure (validate: problems found), 2 usage error
@@ -51,6 +52,7 @@ const usage = `usage:
   fieldgate logs NAME [--config FILE] [-n N]
   fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
   fieldgate devices [--config FILE] [--json]
+  fieldgate profiles [show NAME]
   fieldgate version
 `
 
@@ -101,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
 	case "devices":
 		return cmdDevices(rest, stdout, stderr)
+	case "profiles":
+		return cmdProfiles(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -109,5 +113,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, profiles, version)", cmd)
 }
