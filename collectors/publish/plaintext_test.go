@@ -31,8 +31,7 @@ func TestPlaintextPasswordWarning(t *testing.T) {
 		if err != nil {
 			t.Fatalf("New(%s): %v", tc.broker, err)
 		}
-		p.queue.Close()
-		p.seq.Close()
+		p.close()
 		out := buf.String()
 		if n := strings.Count(out, "unencrypted connection"); n != map[bool]int{true: 1, false: 0}[tc.warn] {
 			t.Errorf("%s: %d warnings, want warn=%v; log:\n%s", tc.broker, n, tc.warn, out)

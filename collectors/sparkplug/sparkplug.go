@@ -196,6 +196,9 @@ func New(cfg Config, schema []reading.Device, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("sparkplug: %w", err)
 	}
 	cfg.Broker = broker
+	if runenv.PlaintextPassword(broker, cfg.Credentials.PasswordFile) {
+		log.Warn("mqtt password goes over an unencrypted connection; use ssl:// or wss:// unless the network is trusted", "broker", broker)
+	}
 	if cfg.GatewayID == "" || cfg.CollectorName == "" {
 		return nil, errors.New("sparkplug: gateway id and collector name are required (they make the edge node id)")
 	}
@@ -449,10 +452,10 @@ func (n *Node) writeStatus(state string) {
 		}
 	}
 	fs := publish.FileStatus{
-		Status: publish.Status{State: state, TS: time.Now().UnixMilli(), Version: n.cfg.Version, Devices: devices,
-			Queue: &publish.QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}},
-		MQTT: publish.MQTTStatus{Broker: n.cfg.Broker, Connected: n.connected, LastError: n.lastError, Published: n.published},
+		Status: publish.Status{State: state, TS: time.Now().UnixMilli(), Version: n.cfg.Version, Devices: devices},
+		MQTT:   publish.MQTTStatus{Broker: n.cfg.Broker, Connected: n.connected, LastError: n.lastError, Published: n.published},
 	}
+	fs.AddQueue(q)
 	n.mu.Unlock()
 	if err := publish.WriteStatusFile(n.cfg.DataDir, fs); err != nil {
 		n.log.Warn("status file not written", "dir", n.cfg.DataDir, "err", err)
