@@ -52,7 +52,8 @@ collectors:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	published := make(chan struct{})
-	defer func() { cancel(); <-published }() // no pub (nor its Errorf) after the test ends
+	// No pub (nor its Errorf) after the test ends.
+	defer func() { cancel(); <-published }()
 	go func() { // data keeps coming while the view listens
 		defer close(published)
 		for ctx.Err() == nil {
