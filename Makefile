@@ -13,6 +13,7 @@ FUZZTIME ?= 10s
 # longer by `make fuzz`.
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
+	./collectors/configfile:FuzzAliases \
 	./collectors/reading:FuzzAppendJSON \
 	./collectors/command:FuzzHandleJSON \
 	./collectors/queue:FuzzScan \
@@ -25,7 +26,8 @@ FUZZ_TARGETS := \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream \
 	./gateway/config:FuzzParse \
-	./collectors/opcua:FuzzParse
+	./collectors/opcua:FuzzParse \
+	./collectors/opcua:FuzzValue
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean proto
 

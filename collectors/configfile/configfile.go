@@ -156,8 +156,9 @@ func StreamList(key string) Option { return func(o *options) { o.stream = key } 
 func Unwrap(key string) Option { return func(o *options) { o.unwrap = key } }
 
 // Decode parses data, the content of the file at path, into v (a pointer) and
-// returns every problem as *Errors: YAML syntax, unknown or duplicate keys,
-// values of the wrong type. An empty file decodes to v's zero value.
+// returns every problem as *Errors: the limits (MaxFileBytes, MaxAliasNodes),
+// YAML syntax, unknown or duplicate keys, values of the wrong type. An empty
+// file decodes to v's zero value.
 func Decode(path string, data []byte, v any, opts ...Option) error {
 	var o options
 	for _, opt := range opts {
@@ -168,7 +169,7 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("configfile: decode into non-pointer %T", v)
 	}
-	if o.stream != "" {
+	if o.stream != "" && len(data) <= MaxFileBytes {
 		saved := reflect.New(rv.Elem().Type()).Elem()
 		saved.Set(rv.Elem())
 		if decodeByItem(path, data, rv.Elem(), o) {
@@ -176,10 +177,9 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 		}
 		rv.Elem().Set(saved) // a failed attempt leaves no trace
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		errs.List = append(errs.List, syntaxError(path, err))
-		return errs.Err()
+	doc, err := Parse(path, data)
+	if err != nil {
+		return err
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil
@@ -211,8 +211,8 @@ func decodeByItem(path string, data []byte, v reflect.Value, o options) bool {
 	}
 	list.SetZero()
 	var doc yaml.Node
-	if yaml.Unmarshal(rest, &doc) != nil || len(doc.Content) == 0 {
-		return false
+	if yaml.Unmarshal(rest, &doc) != nil || len(doc.Content) == 0 || hasAlias(&doc) {
+		return false // aliases are for Parse to count (MaxAliasNodes)
 	}
 	root := doc.Content[0]
 	if o.unwrap != "" && root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == o.unwrap {
@@ -244,12 +244,16 @@ func decodeByItem(path string, data []byte, v reflect.Value, o options) bool {
 
 // DecodeNode decodes an already parsed node, for callers that hold a section
 // of a larger file (the gateway hands each collector its protocol section).
-// Lines stay those of the original file.
+// Lines stay those of the original file. A node that did not come from Parse
+// is checked for alias expansion (MaxAliasNodes) first.
 func DecodeNode(path string, n *yaml.Node, v any) error {
 	errs := NewErrors(path)
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("configfile: decode into non-pointer %T", v)
+	}
+	if err := CheckAliases(path, n); err != nil {
+		return err
 	}
 	d := decoder{errs: errs}
 	d.value(n, rv.Elem(), "")

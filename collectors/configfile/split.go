@@ -15,6 +15,9 @@ import (
 // one block list and the rest, so that each item can be parsed and decoded
 // on its own and the tree of one item is all there ever is.
 //
+// Aliases are declined too: MaxAliasNodes bounds what they add to a whole
+// document, which only the whole parse can count.
+//
 // The cut only relies on indentation: an item is a line at the list's
 // indentation starting with "- ", up to the next one. Where the text does
 // not have that plain shape (a flow list, the key written twice, an inline
@@ -222,11 +225,31 @@ func ParseItems(run []Item) ([]*yaml.Node, error) {
 	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.SequenceNode || len(doc.Content[0].Content) != len(run) {
 		return nil, fmt.Errorf("line %d: %w", run[0].Line, errSplit)
 	}
+	if hasAlias(&doc) {
+		// Parse counts what aliases add to the whole document
+		// (MaxAliasNodes); item by item, that sum cannot be kept.
+		return nil, fmt.Errorf("line %d: %w", run[0].Line, errAlias)
+	}
 	nodes := doc.Content[0].Content
 	for _, n := range nodes {
 		shiftLines(n, run[0].Line-1)
 	}
 	return nodes, nil
+}
+
+// errAlias is returned by ParseItems for items with aliases.
+var errAlias = errors.New("aliases are decoded with the whole file")
+
+func hasAlias(n *yaml.Node) bool {
+	if n.Kind == yaml.AliasNode {
+		return true
+	}
+	for _, c := range n.Content {
+		if hasAlias(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseItem parses one item SplitList cut out (see ParseItems).

@@ -3,8 +3,10 @@ package opcua
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +90,61 @@ func TestParseValues(t *testing.T) {
 	d := w.withDefaults(2 * time.Second)
 	if d.PublishingInterval.D() != 2*time.Second || d.QueueSize != 1 {
 		t.Errorf("defaults: interval %s queue %d, want POLL_INTERVAL and 1", d.PublishingInterval, d.QueueSize)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	c, err := Parse("f.yml", []byte(`endpoint: opc.tcp://h:4840
+security: {policy: Basic256Sha256, mode: SignAndEncrypt, cert_file: /s/c.pem, key_file: /s/k.pem, server_cert: /s/srv.der}
+trust_dir: /s/trusted
+auth: {username: op, password_file: /s/op.pass}
+nodes: [{device: d, name: t, node_id: "i=2258"}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Files()
+	want := []FileRef{
+		{Key: "security.cert_file", Path: "/s/c.pem"}, {Key: "security.key_file", Path: "/s/k.pem"},
+		{Key: "security.server_cert", Path: "/s/srv.der"}, {Key: "trust_dir", Path: "/s/trusted", Dir: true},
+		{Key: "auth.password_file", Path: "/s/op.pass"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Files() = %+v\nwant %+v", got, want)
+	}
+}
+
+// TestParseStreamedMatchesWhole: nodes decoded in runs give the very
+// Config the whole node tree gives, and a file with a problem is left to
+// the whole parse.
+func TestParseStreamedMatchesWhole(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.yml")
+	docs := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[filepath.Base(f)] = data
+	}
+	var gen strings.Builder
+	gen.WriteString("endpoint: opc.tcp://10.0.0.5:4840\nsecurity: {policy: None, mode: None}\nnodes:\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&gen, "  - {device: dev%02d, name: v%d, node_id: \"ns=1;s=Bulk.%d\", unit: degC}\n", i%30, i, i)
+	}
+	gen.WriteString("devices:\n  - {name: dev01, heartbeat: 1m}\n")
+	docs["generated"] = []byte(gen.String())
+	docs["generated wrapped"] = []byte("opcua:\n" + strings.ReplaceAll("  "+gen.String(), "\n", "\n  "))
+	for name, data := range docs {
+		streamed, ok := parseStreamed(name, data)
+		whole, err := parseWhole(name, data)
+		switch {
+		case ok && err != nil:
+			t.Errorf("%s: accepted in runs, but the whole file has problems:\n%v", name, err)
+		case ok && !reflect.DeepEqual(streamed, whole):
+			t.Errorf("%s: runs give another config than the whole tree", name)
+		case !ok && strings.HasPrefix(name, "generated"):
+			t.Errorf("%s: not parsed in runs", name)
+		}
 	}
 }

@@ -230,7 +230,7 @@ type Collector struct {
 	// Queue sets the collector's durable outbound queue (QUEUE_* env).
 	Queue Queue `yaml:"queue"`
 	// MQTT overrides the gateway's payload and Sparkplug settings.
-	MQTT *Output          `yaml:"mqtt"`
+	MQTT *Output           `yaml:"mqtt"`
 	Env  map[string]string `yaml:"env"`
 
 	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.
@@ -240,8 +240,12 @@ type Collector struct {
 	// Protocol is "modbus" or "opcua", whichever section is set.
 	Protocol string `yaml:"-"`
 	// ProtocolConfig is the protocol section as a YAML document: the content
-	// of the collector's COLLECTOR_CONFIG file.
+	// of the collector's COLLECTOR_CONFIG file, with the paths of
+	// SecretFiles replaced by their container paths.
 	ProtocolConfig []byte `yaml:"-"`
+	// SecretFiles are the host files the protocol section names, mounted
+	// read-only into the container.
+	SecretFiles []SecretFile `yaml:"-"`
 
 	Pos configfile.Pos `yaml:"-"`
 }
@@ -265,20 +269,34 @@ type Device struct {
 	Host, Container string
 }
 
-// ParseDevice splits a HOST[:CONTAINER] entry; CONTAINER defaults to HOST.
-func ParseDevice(s string) Device {
-	host, ctr, ok := strings.Cut(s, ":")
-	if !ok || ctr == "" {
-		ctr = host
+// ParseDevice parses a `devices` entry, HOST[:CONTAINER], both absolute
+// paths; CONTAINER defaults to HOST. It splits at the last ":/", so a host
+// path holding colons works: udev's by-path names do
+// (/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0:/dev/ttyUSB0). It is
+// the one parser of this form: validate and the supervisor both use it.
+func ParseDevice(s string) (Device, error) {
+	d := Device{Host: s, Container: s}
+	if i := strings.LastIndex(s, ":/"); i > 0 {
+		d = Device{Host: s[:i], Container: s[i+1:]}
 	}
-	return Device{Host: host, Container: ctr}
+	switch {
+	case strings.HasSuffix(s, ":"):
+		return Device{}, fmt.Errorf("device %q: empty container path (want HOST[:CONTAINER], absolute paths)", s)
+	case !filepath.IsAbs(d.Host) || !filepath.IsAbs(d.Container):
+		return Device{}, fmt.Errorf("device %q: want HOST[:CONTAINER], absolute paths", s)
+	}
+	return d, nil
 }
 
-// ParsedDevices returns the collector's devices entries parsed.
+// ParsedDevices returns the collector's `devices` entries parsed; entries
+// that do not parse are left out (a loaded config has none: Load rejects
+// them).
 func (c *Collector) ParsedDevices() []Device {
 	out := make([]Device, 0, len(c.Devices))
-	for _, d := range c.Devices {
-		out = append(out, ParseDevice(d))
+	for _, raw := range c.Devices {
+		if d, err := ParseDevice(raw); err == nil {
+			out = append(out, d)
+		}
 	}
 	return out
 }
@@ -360,7 +378,7 @@ type loader struct {
 // Load reads and validates the gateway.yaml at path. Problems are returned
 // together as a *configfile.Errors.
 func Load(path string, opts ...Option) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read gateway config: %w", err)
 	}
@@ -377,6 +395,12 @@ func Parse(path string, data []byte, opts ...Option) (*Config, error) {
 	cfg := DefaultConfig
 	cfg.Version = 0 // required: an absent version is an error, not version 1
 	cfg.Path = path
+	// Size, syntax and alias expansion first: past any of these, nothing
+	// else in the file is worth reading.
+	root, err := configfile.Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
 	errs := configfile.NewErrors(path)
 	if err := configfile.Decode(path, data, &cfg); err != nil {
 		var ce *configfile.Errors
@@ -385,12 +409,7 @@ func Parse(path string, data []byte, opts ...Option) (*Config, error) {
 		}
 		errs.List = append(errs.List, ce.List...)
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		// configfile.Decode has reported the syntax error already.
-		return nil, errs
-	}
-	v := validator{loader: l, cfg: &cfg, errs: errs, doc: document{&root}, path: path, data: data}
+	v := validator{loader: l, cfg: &cfg, errs: errs, doc: document{root}, path: path, data: data}
 	v.defaults()
 	v.validate()
 	if err := errs.Err(); err != nil {

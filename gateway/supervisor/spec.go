@@ -52,14 +52,19 @@ type Spec struct {
 	// LogPath is the host file of the task's stdout and stderr (rotated
 	// next to it): {data_dir}/logs/{name}/collector.log (LogPath).
 	LogPath string `json:"log_path"`
-	// Mounts are every bind mount: the config file, the data dir and the
-	// broker credential files.
-	Mounts     []Mount           `json:"mounts"`
-	Devices    []config.Device   `json:"devices"`
-	Privileged bool              `json:"privileged"`
-	CPUs       float64           `json:"cpus"`
-	Memory     int64             `json:"memory"`
-	Labels     map[string]string `json:"-"`
+	// Mounts are every bind mount: the config file, the data dir, the
+	// broker credential files and the files of the protocol section
+	// (config.Collector.SecretFiles), all read-only but the data dir.
+	Mounts     []Mount         `json:"mounts"`
+	Devices    []config.Device `json:"devices"`
+	Privileged bool            `json:"privileged"`
+	CPUs       float64         `json:"cpus"`
+	Memory     int64           `json:"memory"`
+	// Identity is what the image tag, the secret files and the device paths
+	// resolved to when the spec was last resolved (ResolveIdentity): part of
+	// the hash, so a new digest, secret or device node recreates the container.
+	Identity Identity          `json:"identity"`
+	Labels   map[string]string `json:"-"`
 }
 
 // Hash is the hex SHA-256 of the spec's JSON form (map keys sorted by
@@ -107,6 +112,12 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	secret("MQTT_CA_FILE", cfg.MQTT.TLS.CAFile, "ca.pem")
 	secret("MQTT_CERT_FILE", cfg.MQTT.TLS.CertFile, "cert.pem")
 	secret("MQTT_KEY_FILE", cfg.MQTT.TLS.KeyFile, "key.pem")
+	// The files the protocol section names (OPC UA keys, certificates,
+	// password, trust directory): its collector file already names these
+	// container paths.
+	for _, f := range c.SecretFiles {
+		mounts = append(mounts, Mount{Source: f.Host, Destination: f.Container, ReadOnly: true})
+	}
 	for k, v := range c.Queue.Env() {
 		env[k] = v
 	}
@@ -141,6 +152,32 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	}
 	s.Labels = map[string]string{LabelManaged: "true", LabelSpecHash: s.Hash()}
 	return s
+}
+
+// WithIdentity returns s with identity id and its LabelSpecHash recomputed.
+func (s Spec) WithIdentity(id Identity) Spec {
+	s.Identity = id
+	labels := make(map[string]string, len(s.Labels))
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[LabelManaged] = "true"
+	labels[LabelSpecHash] = s.Hash()
+	s.Labels = labels
+	return s
+}
+
+// SecretMounts are the read-only mounts whose content is part of the
+// collector's identity: every one but the collector's own config file (the
+// spec carries that content already).
+func (s *Spec) SecretMounts() []Mount {
+	var out []Mount
+	for _, m := range s.Mounts {
+		if m.ReadOnly && m.Source != s.ConfigFile {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // EnvValue returns the value of env variable key in s ("" if unset).

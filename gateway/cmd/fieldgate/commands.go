@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -21,6 +21,7 @@ import (
 
 	"fieldgate/collectors/configfile"
 	"fieldgate/gateway/config"
+	"fieldgate/gateway/containers"
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/statuspub"
 	"fieldgate/gateway/supervisor"
@@ -117,7 +118,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
 
-	rt, err := openRuntime(ctx, cfg, log)
+	rt, err := containers.Open(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -125,11 +126,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	sup, err := supervisor.New(cfg, rt,
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
-		supervisor.WithVersion(version))
+		supervisor.WithVersion(version),
+		supervisor.WithPrune(rt.Prune))
 	if err != nil {
 		return err
 	}
-	api, err := httpapi.New(cfg.Gateway.Listen, sup, log)
+	token, err := httpapi.NewToken(filepath.Join(cfg.Gateway.DataDir, supervisor.StateDirName))
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(cfg.Gateway.Listen, sup, log, token)
 	if err != nil {
 		return err
 	}
@@ -222,23 +228,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) > 0 {
 		return usageError("status: unexpected argument %q", pos[0])
 	}
-	if *addr == "" {
-		*addr = config.DefaultGateway.Listen
-		switch {
-		case *path != "":
-			cfg, err := loadConfig(*path, stderr, 1)
-			if err != nil {
-				return err
-			}
-			*addr = cfg.Gateway.Listen
-		default:
-			// On a gateway, the installed config says where fieldgate listens.
-			if cfg, err := config.Load(defaultConfigPath); err == nil {
-				*addr = cfg.Gateway.Listen
-			}
-		}
+	target, err := listenAddr(*addr, *path, stderr)
+	if err != nil {
+		return err
 	}
-	st, raw, err := fetchStatus(ctx, *addr)
+	st, raw, err := fetchStatus(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -251,29 +245,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func fetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
-	var st supervisor.Status
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
-	if err != nil {
-		return st, nil, err
+	st, raw, err := httpapi.FetchStatus(ctx, addr)
+	if errors.Is(err, httpapi.ErrNoSupervisor) {
+		return st, raw, fmt.Errorf("is fieldgate running? %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, nil, fmt.Errorf("is fieldgate running? %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return st, nil, fmt.Errorf("read status from %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("status from %s: %s", addr, resp.Status)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("status from %s: %w", addr, err)
-	}
-	return st, raw, nil
+	return st, raw, err
 }
 
 // printStatus writes the status as a table.
@@ -297,6 +273,10 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
 		}
 		if d, ok := strings.CutPrefix(c.ImageDigest, "sha256:"); ok && len(d) >= 12 {
 			digest = d[:12]
+			// The tag points elsewhere: an upgrade not yet applied (or failing).
+			if t, ok := strings.CutPrefix(c.ConfiguredDigest, "sha256:"); ok && len(t) >= 12 && !c.DigestMatches {
+				digest += " (tag: " + t[:12] + ")"
+			}
 		}
 		errMsg := c.LastError
 		if errMsg == "" {

@@ -5,6 +5,8 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate stop NAME [--addr HOST:PORT | --config FILE]
+//	fieldgate start NAME [--addr HOST:PORT | --config FILE]
 //	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
 //	fieldgate devices [--config FILE] [--json]
 //	fieldgate profiles [show NAME]
@@ -50,6 +52,8 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate stop NAME [--addr HOST:PORT | --config FILE]
+  fieldgate start NAME [--addr HOST:PORT | --config FILE]
   fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
   fieldgate devices [--config FILE] [--json]
   fieldgate profiles [show NAME]
@@ -99,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "stop", "start":
+		return cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
 	case "devices":
@@ -113,5 +119,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, profiles, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, watch, devices, profiles, version)", cmd)
 }
