@@ -212,6 +212,12 @@ var (
 		"1 while the collector reports itself degraded (its queue cannot keep its promise: disk full, I/O errors).", []string{"collector"}, nil)
 	descResumedLost = prometheus.NewDesc("fieldgate_collector_resumed_lost_seqs",
 		"Seqs an unclean stop before the collector's start may have lost (the range its status names).", []string{"collector"}, nil)
+	descPollOverruns = prometheus.NewDesc("fieldgate_collector_poll_overruns_total",
+		"Poll cycles that ran past the next one's start (which then began at once): the link is too slow for the interval.", []string{"collector"}, nil)
+	descPollSkipped = prometheus.NewDesc("fieldgate_collector_poll_skipped_total",
+		"Poll slots that got no cycle because a cycle overran past them.", []string{"collector"}, nil)
+	descPollLateP99 = prometheus.NewDesc("fieldgate_collector_poll_late_p99_seconds",
+		"99th percentile of how late poll cycles started against their schedule, since the collector started.", []string{"collector"}, nil)
 )
 
 // collectorReport is what /metrics takes from a collector's own report
@@ -222,6 +228,11 @@ type collectorReport struct {
 		LostFrom uint64 `json:"lost_from"`
 		LostTo   uint64 `json:"lost_to"`
 	} `json:"resumed"`
+	Poll *struct {
+		Overruns  uint64  `json:"overruns"`
+		Skipped   uint64  `json:"skipped"`
+		LateP99Ms float64 `json:"late_p99_ms"`
+	} `json:"poll"`
 	Queue *struct {
 		Pending      int    `json:"pending"`
 		Bytes        int64  `json:"bytes"`
@@ -238,7 +249,7 @@ var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supe
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descRestarts, descDigest, descState, descLastExit, descStarted, descReloads, descInfo,
 		descQueuePending, descQueueBytes, descQueueDropped, descQueueRejected, descQueueCorrupt, descQueueAppendFailed,
-		descDegraded, descResumedLost} {
+		descDegraded, descResumedLost, descPollOverruns, descPollSkipped, descPollLateP99} {
 		ch <- d
 	}
 }
@@ -294,6 +305,11 @@ func collectReport(ch chan<- prometheus.Metric, c supervisor.CollectorStatus) {
 		lost = float64(r.Resumed.LostTo - r.Resumed.LostFrom + 1)
 	}
 	ch <- prometheus.MustNewConstMetric(descResumedLost, prometheus.GaugeValue, lost, c.Name)
+	if p := r.Poll; p != nil {
+		ch <- prometheus.MustNewConstMetric(descPollOverruns, prometheus.CounterValue, float64(p.Overruns), c.Name)
+		ch <- prometheus.MustNewConstMetric(descPollSkipped, prometheus.CounterValue, float64(p.Skipped), c.Name)
+		ch <- prometheus.MustNewConstMetric(descPollLateP99, prometheus.GaugeValue, p.LateP99Ms/1000, c.Name)
+	}
 	if q := r.Queue; q != nil {
 		ch <- prometheus.MustNewConstMetric(descQueuePending, prometheus.GaugeValue, float64(q.Pending), c.Name)
 		ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.GaugeValue, float64(q.Bytes), c.Name)

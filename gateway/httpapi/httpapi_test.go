@@ -33,7 +33,8 @@ func testStatus() supervisor.Status {
 				LastExit: &supervisor.Exit{Code: 137, At: at},
 				Report: json.RawMessage(`{"state":"degraded","degraded":"queue append: no space left on device",` +
 					`"resumed":{"after_seq":1041,"lost_from":1042,"lost_to":1187,"next_seq":1188,"reason":"unclean stop"},` +
-					`"queue":{"pending":12,"bytes":3400,"dropped":2,"rejected":0,"corrupt":1,"append_failed":7},"mqtt":{"connected":true}}`)},
+					`"queue":{"pending":12,"bytes":3400,"dropped":2,"rejected":0,"corrupt":1,"append_failed":7},"mqtt":{"connected":true},` +
+					`"poll":{"cycles":400,"overruns":31,"skipped":5,"late_p50_ms":0.5,"late_p99_ms":2.5,"late_max_ms":9}}`)},
 			{Name: "opcua-boiler", State: supervisor.StateCrashLoop, LastError: "boom"},
 		},
 	}
@@ -101,6 +102,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		`fieldgate_collector_queue_append_failed_total{collector="modbus-line3"} 7`,
 		`fieldgate_collector_degraded{collector="modbus-line3"} 1`,
 		`fieldgate_collector_resumed_lost_seqs{collector="modbus-line3"} 146`,
+		`fieldgate_collector_poll_overruns_total{collector="modbus-line3"} 31`,
+		`fieldgate_collector_poll_skipped_total{collector="modbus-line3"} 5`,
+		`fieldgate_collector_poll_late_p99_seconds{collector="modbus-line3"} 0.0025`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {
