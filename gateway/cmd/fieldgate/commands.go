@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -123,6 +124,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer rt.Close()
+	// Parsing a large config (the node trees of every protocol section) and
+	// importing the images leave tens of MB of garbage: give it back to the
+	// system now rather than at the scavenger's pace, so the supervisor's
+	// RSS is its working set from the start.
+	debug.FreeOSMemory()
 	sup, err := supervisor.New(cfg, rt,
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
