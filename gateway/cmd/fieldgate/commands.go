@@ -113,7 +113,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// A config with long protocol sections is parsed into trees and
+	// re-encoded (tens of MB for 5,000 OPC UA nodes): collecting more
+	// often meanwhile keeps the start-up peak down (106 → 87 MiB there).
+	gc := debug.SetGCPercent(20)
 	cfg, err := loadConfig(*path, stderr, 2)
+	debug.SetGCPercent(gc)
 	if err != nil {
 		return err
 	}
