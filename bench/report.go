@@ -86,7 +86,7 @@ var Figures = []Figure{
 	{ID: "encode-float", What: "… 100 float readings a batch", Bench: "BenchmarkAppendJSON/float", Metric: "readings/s", Unit: "readings/s"},
 	{ID: "queue-append", What: "Durable queue append, 2 kB batches, QUEUE_SYNC=1s", Bench: "BenchmarkAppend/sync=1s", Metric: "batches/s", Unit: "batches/s"},
 	{ID: "opcua10k-engine", What: "OPC UA engine, 10,000 items at 1 s against devsim opcua: CPU", Bench: "BenchmarkSubscribe10k", Metric: "cpu%", Unit: "% of a core"},
-	{ID: "opcua10k-binary", What: "… the built opcua-collector including MQTT publishing", Bench: "BenchmarkBinary10k", Metric: "cpu%", Unit: "% of a core"},
+	{ID: "opcua10k-binary", What: "… the built opcua-collector including MQTT publishing", Bench: "BenchmarkBinary10k/devices=100", Metric: "cpu%", Unit: "% of a core"},
 	{ID: "create-start", What: "Container create + start, p95", Bench: "BenchmarkCreateStart", Metric: "p95-ms", Unit: "ms", Target: AtMost(300)},
 	{ID: "supervisor-rss", What: "Supervisor RSS with two collectors", Bench: "BenchmarkSupervisor", Metric: "rss-KiB", Unit: "KiB"},
 }

@@ -32,7 +32,7 @@ run() {
   [[ $pkg =~ $filter ]] || return 0
   echo "== $pkg $pattern ($benchtime)" | tee -a "$out"
   go test -run '^$' -bench "$pattern" -benchtime "$benchtime" -benchmem "$@" "$pkg" 2>&1 |
-    grep -E '^(Benchmark|ok|FAIL|---|panic)|_test\.go:[0-9]+:' | tee -a "$out" || true
+    grep -E '^(Benchmark|ok|FAIL|--- FAIL|panic)' | tee -a "$out" || true
 }
 
 run ./collectors/reading   'AppendJSON'                  1s
@@ -57,7 +57,7 @@ if [[ ./bench =~ $filter ]]; then
   ran_scenarios=1
   (cd bench && ${priority:+nice -n "$niceness"} ../dist/bench.test -test.run '^$' -test.bench . \
     -test.benchtime 1x -test.timeout 60m 2>&1) |
-    grep -E '^(Benchmark|ok|FAIL|---|panic)|_test\.go:[0-9]+:' | tee -a "$out" || true
+    grep -E '^(Benchmark|ok|FAIL|---|panic)|(modbus|opcua|gateway)_test\.go:[0-9]+:' | tee -a "$out" || true
 fi
 
 profile=""
