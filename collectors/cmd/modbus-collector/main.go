@@ -24,6 +24,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -116,6 +118,9 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		return err
 	}
 	out.ReportPolling(func() publish.PollStatus { return pollStatus(poller.PollStats()) })
+	if gogc := collectLessOften(getenv); gogc > 0 {
+		log.Debug("small heap: garbage collection target raised", "gogc", gogc)
+	}
 	log.Info("modbus collector starting", "version", version, "config", env.ConfigPath,
 		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval,
 		"broker", env.Broker, "payload", env.Payload)
@@ -131,6 +136,31 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 		"late_p50", ps.LateP50, "late_p99", ps.LateP99, "late_max", ps.LateMax)
 	log.Info("stopped")
 	return err
+}
+
+// smallHeap is the live heap under which collectLessOften raises GOGC.
+const smallHeap = 16 << 20
+
+// collectLessOften sets GOGC=200 for a collector whose live heap, once its
+// configuration is loaded, is under smallHeap, unless GOGC is set: such a
+// heap is a few MB against one payload of garbage per batch, so the
+// default target (twice the live heap, at least 4 MB) collects every few
+// hundred batches — about a fifth of the CPU of the 50 PLCs × 100 registers
+// at 100 ms reference load, for 4 MiB of RSS. Larger collectors keep the
+// default: their memory is the scarcer resource. It returns the GOGC set, 0
+// when none.
+func collectLessOften(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		return 0
+	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc >= smallHeap {
+		return 0
+	}
+	debug.SetGCPercent(200)
+	return 200
 }
 
 // pollStatus is the status's "poll" object.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -250,5 +251,18 @@ func TestBinaryRejectsBadEnvironment(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "POLL_INTERVAL") {
 		t.Fatalf("exit %v, output %q; want status 2 naming POLL_INTERVAL", err, out)
+	}
+}
+
+func TestCollectLessOften(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	if got := collectLessOften(func(k string) string { return map[string]string{"GOGC": "50"}[k] }); got != 0 {
+		t.Errorf("with GOGC set: %d, want 0 (the environment decides)", got)
+	}
+	if got := collectLessOften(func(string) string { return "" }); got != 200 {
+		t.Errorf("small heap: %d, want 200", got)
+	}
+	if got := debug.SetGCPercent(100); got != 200 {
+		t.Errorf("GOGC in effect %d, want 200", got)
 	}
 }
