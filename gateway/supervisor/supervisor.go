@@ -119,6 +119,9 @@ type Status struct {
 	LastReloadError string            `json:"last_reload_error"`
 	ReloadsOK       int               `json:"reloads_ok"`
 	ReloadsFailed   int               `json:"reloads_failed"`
+	// Update is the firmware update state (WithUpdateStatus); nil when no
+	// firmware slot is installed.
+	Update *UpdateStatus `json:"update,omitempty"`
 }
 
 // Option configures a Supervisor.
@@ -136,6 +139,7 @@ type options struct {
 	stopTimeout    time.Duration
 	load           func(path string) (*config.Config, error)
 	version        string
+	updateStatus   func() *UpdateStatus
 }
 
 // WithLogger sets the logger (default: discard).
@@ -301,6 +305,9 @@ func (s *Supervisor) Status() Status {
 		if err == nil && json.Valid(raw) {
 			st.Collectors[i].Report = json.RawMessage(bytes.TrimSpace(raw))
 		}
+	}
+	if s.opts.updateStatus != nil {
+		st.Update = s.opts.updateStatus()
 	}
 	return st
 }

@@ -35,11 +35,12 @@ var requirements = map[string][]string{
 	"node":       {"node", "npm"},
 	"containerd": {"containerd", "runc"},
 	"mbpoll":     {"mbpoll"},
+	"minisign":   {"minisign"},
 }
 
 // Require skips the test when a peer is not available on this machine, or
 // fails it when FIELDGATE_REQUIRE_ALL=1. Names: mosquitto, socat, pymodbus,
-// node, containerd, mbpoll, root.
+// node, containerd, mbpoll, minisign, root.
 func Require(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {
