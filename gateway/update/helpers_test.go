@@ -88,8 +88,8 @@ func makeBundle(t *testing.T, key testKey, spec bundleSpec) string {
 	}
 	dir := filepath.Join(t.TempDir(), "fieldgate-firmware-"+spec.version)
 	for name, body := range map[string]string{
-		BinaryFile:        spec.binary,
-		InstallScript:     "#!/bin/sh\necho install\n",
+		BinaryFile:          spec.binary,
+		InstallScript:       "#!/bin/sh\necho install\n",
 		"fieldgate.service": "[Service]\n",
 	} {
 		mode := os.FileMode(0o644)
