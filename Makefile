@@ -55,8 +55,8 @@ bench: setup ## run the benchmarks and print the figures
 demo: setup build images ## the one-command demo: simulated devices, local broker, local containerd
 	@scripts/demo.sh
 
-firmware: images build ## the flashable gateway bundle into dist/
-	@firmware/build-bundle.sh $(VERSION)
+firmware: images build ## signed gateway bundles (amd64, arm64, armv7) into dist/; FIRMWARE_KEY=release.key signs (else a throw-away dev key)
+	@FIRMWARE_KEY='$(FIRMWARE_KEY)' firmware/build-bundle.sh $(VERSION)
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

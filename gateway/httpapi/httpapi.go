@@ -139,13 +139,26 @@ var (
 		"Config reloads by result (ok, error).", []string{"result"}, nil)
 	descInfo = prometheus.NewDesc("fieldgate_build_info",
 		"fieldgate version and gateway id.", []string{"version", "gateway"}, nil)
+	descUpdateState = prometheus.NewDesc("fieldgate_update_state",
+		"1 for the firmware update state (trial, committed, rolled_back).", []string{"state"}, nil)
+	descUpdateInfo = prometheus.NewDesc("fieldgate_update_info",
+		"Firmware versions in the active (current) and the other (previous) slot.", []string{"current", "previous"}, nil)
+	descUpdateBoots = prometheus.NewDesc("fieldgate_update_trial_boots",
+		"Starts of the version on trial so far (the boot counter).", nil, nil)
+	descUpdateMaxBoots = prometheus.NewDesc("fieldgate_update_trial_max_boots",
+		"Starts the version on trial gets before it is rolled back.", nil, nil)
+	descUpdateLast = prometheus.NewDesc("fieldgate_update_last_result_timestamp_seconds",
+		"Unix time of the last installation's outcome, by result (committed, rolled_back) and version.", []string{"result", "version"}, nil)
 )
+
+var updateStates = []string{supervisor.UpdateTrial, supervisor.UpdateCommitted, supervisor.UpdateRolledBack}
 
 var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supervisor.StateBackoff,
 	supervisor.StateCrashLoop, supervisor.StateExited, supervisor.StateStopped, supervisor.StateError}
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRestarts, descState, descLastExit, descStarted, descReloads, descInfo} {
+	for _, d := range []*prometheus.Desc{descUp, descRestarts, descState, descLastExit, descStarted, descReloads, descInfo,
+		descUpdateState, descUpdateInfo, descUpdateBoots, descUpdateMaxBoots, descUpdateLast} {
 		ch <- d
 	}
 }
@@ -155,6 +168,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Version, st.GatewayID)
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "error")
+	collectUpdate(ch, st.Update)
 	for _, c := range st.Collectors {
 		up := 0.0
 		if c.State == supervisor.StateRunning {
@@ -175,5 +189,35 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		if c.StartedAt != nil {
 			ch <- prometheus.MustNewConstMetric(descStarted, prometheus.GaugeValue, float64(c.StartedAt.UnixNano())/1e9, c.Name)
 		}
+	}
+}
+
+// collectUpdate exports the firmware update state, when a firmware is
+// installed.
+func collectUpdate(ch chan<- prometheus.Metric, u *supervisor.UpdateStatus) {
+	if u == nil {
+		return
+	}
+	for _, s := range updateStates {
+		v := 0.0
+		if u.State == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUpdateState, prometheus.GaugeValue, v, s)
+	}
+	current, previous := "", ""
+	if u.Current != nil {
+		current = u.Current.Version
+	}
+	if u.Previous != nil {
+		previous = u.Previous.Version
+	}
+	ch <- prometheus.MustNewConstMetric(descUpdateInfo, prometheus.GaugeValue, 1, current, previous)
+	if u.Trial != nil {
+		ch <- prometheus.MustNewConstMetric(descUpdateBoots, prometheus.GaugeValue, float64(u.Trial.Boots))
+		ch <- prometheus.MustNewConstMetric(descUpdateMaxBoots, prometheus.GaugeValue, float64(u.Trial.MaxBoots))
+	}
+	if l := u.Last; l != nil {
+		ch <- prometheus.MustNewConstMetric(descUpdateLast, prometheus.GaugeValue, float64(l.At.UnixNano())/1e9, l.Result, l.Version)
 	}
 }

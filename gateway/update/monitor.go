@@ -119,8 +119,12 @@ func NewMonitor(store *Store, slot string, confirmWithin, healthyFor time.Durati
 	return m, nil
 }
 
-// Status is the update state last seen (nil when nothing is installed).
+// Status is the update state last seen (nil when nothing is installed, or
+// on a nil Monitor).
 func (m *Monitor) Status() *supervisor.UpdateStatus {
+	if m == nil {
+		return nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status

@@ -24,6 +24,8 @@ import (
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/statuspub"
 	"fieldgate/gateway/supervisor"
+	"fieldgate/gateway/update"
+	fgruntime "fieldgate/runtime"
 )
 
 // defaultConfigPath is where the firmware installs gateway.yaml.
@@ -113,19 +115,30 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg, err := loadConfig(*path, stderr, 2)
 	if err != nil {
-		return err
+		return rollBackRejectedConfig(*path, err, log)
 	}
 	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
 
-	rt, err := openRuntime(ctx, cfg, log)
+	// The firmware slot (if one is installed) decides which images are
+	// imported, and its stable path is the collectors' log driver.
+	store := update.NewStore(cfg.Gateway.DataDir)
+	slot := activeSlot(store, log)
+	var rtOpts []fgruntime.Option
+	if slot != "" {
+		rtOpts = append(rtOpts, fgruntime.WithLogDriver(store.CurrentBinary()))
+	}
+	rt, err := openRuntime(cfg, log, rtOpts...)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
+	importImages(ctx, rt, cfg, store, slot, log)
+	var mon *update.Monitor // set before anything asks for the status
 	sup, err := supervisor.New(cfg, rt,
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
-		supervisor.WithVersion(version))
+		supervisor.WithVersion(version),
+		supervisor.WithUpdateStatus(func() *supervisor.UpdateStatus { return mon.Status() }))
 	if err != nil {
 		return err
 	}
@@ -150,11 +163,20 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mon, err = update.NewMonitor(store, slot, cfg.Update.ConfirmWithin.D(), cfg.Update.HealthyFor.D(), sup, pub,
+		update.WithImageStore(rt),
+		update.WithReady(sup.Ready()),
+		update.WithMonitorLogger(log),
+		update.WithOnChange(sup.NotifyChanged))
+	if err != nil {
+		return err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sup.Run(gctx) })
 	g.Go(func() error { return api.Run(gctx) })
 	g.Go(func() error { return pub.Run(gctx) })
+	g.Go(func() error { return mon.Run(gctx) })
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -184,6 +206,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = sdNotify("STOPPING=1")
 	log.Info("fieldgate stopping", "stop_collectors", *stopCollectors)
 	err = g.Wait()
+	if errors.Is(err, update.ErrSlotChanged) {
+		// The collectors run on; the service manager starts the active
+		// slot's binary, which adopts them.
+		log.Info("fieldgate stopped to restart on the active firmware slot", "why", err)
+		return nil
+	}
 	log.Info("fieldgate stopped")
 	return err
 }

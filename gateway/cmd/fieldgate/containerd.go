@@ -27,25 +27,29 @@ type containerdRuntime struct {
 	log *slog.Logger
 }
 
-// openRuntime connects to containerd and imports the image archives of
-// runtime.images_dir. An archive that fails to import is logged; the
-// collectors using its images then fail to start, each with its own error.
-func openRuntime(ctx context.Context, cfg *config.Config, log *slog.Logger) (*containerdRuntime, error) {
+// openRuntime connects to containerd (opts after the configured snapshotter).
+func openRuntime(cfg *config.Config, log *slog.Logger, opts ...fgruntime.Option) (*containerdRuntime, error) {
 	rt, err := fgruntime.New(cfg.Runtime.Address, cfg.Runtime.Namespace, log,
-		fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter))
+		append([]fgruntime.Option{fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
-	results, err := rt.ImportDir(ctx, cfg.Runtime.ImagesDir)
+	return &containerdRuntime{rt: rt, log: log}, nil
+}
+
+// importDir imports the image archives of dir. An archive that fails to
+// import is logged; the collectors using its images then fail to start, each
+// with its own error.
+func (c *containerdRuntime) importDir(ctx context.Context, dir string) {
+	results, err := c.rt.ImportDir(ctx, dir)
 	for _, r := range results {
 		for _, img := range r.Images {
-			log.Info("image available", "archive", r.Archive, "image", img.Name, "digest", img.Digest, "skipped", r.Skipped)
+			c.log.Info("image available", "archive", r.Archive, "image", img.Name, "digest", img.Digest, "skipped", r.Skipped)
 		}
 	}
 	if err != nil {
-		log.Error("image import incomplete", "images_dir", cfg.Runtime.ImagesDir, "err", err)
+		c.log.Error("image import incomplete", "images_dir", dir, "err", err)
 	}
-	return &containerdRuntime{rt: rt, log: log}, nil
 }
 
 func (c *containerdRuntime) Close() error { return c.rt.Close() }

@@ -5,6 +5,9 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
+//	fieldgate update --status | --boot [--config FILE]
+//	fieldgate bundle keygen|manifest|sign|verify …
 //	fieldgate version
 //
 // Exit codes: 0 success, 1 failure (validate: problems found), 2 usage error
@@ -47,6 +50,9 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
+  fieldgate update --status [--json] | --boot [--config FILE]
+  fieldgate bundle keygen|manifest|sign|verify …
   fieldgate version
 `
 
@@ -93,6 +99,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "update":
+		return cmdUpdate(ctx, rest, stdout, stderr)
+	case "bundle":
+		return cmdBundle(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -101,5 +111,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, update, bundle, version)", cmd)
 }
