@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"fieldgate/internal/testpeer"
 )
 
 // onTrial is a gateway with version 1 committed in slot a and version 2 on
@@ -46,11 +48,11 @@ func TestBootCounter(t *testing.T) {
 		t.Errorf("current -> %q", target)
 	}
 	// Later starts run the committed version and change nothing.
-	before := treeSum(t, g.store.Dir())
+	before := testpeer.TreeSum(t, g.store.Dir())
 	if d, err := g.store.Boot(now); err != nil || d.Slot != SlotA || d.RolledBack || d.Trial {
 		t.Errorf("after rollback: %+v %v", d, err)
 	}
-	if after := treeSum(t, g.store.Dir()); after != before {
+	if after := testpeer.TreeSum(t, g.store.Dir()); after != before {
 		t.Errorf("a committed start changed the slots:\n%s\n%s", before, after)
 	}
 }

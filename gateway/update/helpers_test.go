@@ -3,14 +3,10 @@ package update
 import (
 	"archive/tar"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -134,19 +130,6 @@ func writeFile(t *testing.T, p, body string, mode os.FileMode) {
 	}
 }
 
-// flipByte inverts one byte in the middle of a file.
-func flipByte(t *testing.T, p string) {
-	t.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // packTarGz packs a bundle directory the way build-bundle.sh does: under
 // its base name as the top directory.
 func packTarGz(t *testing.T, dir string) string {
@@ -205,40 +188,4 @@ func packTarGz(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// treeSum is every path under dir with its kind and content hash (symlinks
-// with their target): equal sums mean nothing changed.
-func treeSum(t *testing.T, dir string) string {
-	t.Helper()
-	var lines []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) && p == dir {
-				return filepath.SkipDir
-			}
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			lines = append(lines, rel+" -> "+target)
-		case d.IsDir():
-			lines = append(lines, rel+"/")
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(data)
-			lines = append(lines, rel+" "+hex.EncodeToString(sum[:8]))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"fieldgate/gateway/supervisor"
+	"fieldgate/internal/testpeer"
 )
 
 // gateway is a data dir with trusted keys and an installer for it.
@@ -130,11 +131,11 @@ func TestInstallRefusals(t *testing.T) {
 		want   string
 	}{
 		{"flipped byte in the binary", func(t *testing.T) string {
-			return makeBundle(t, g.release, bundleSpec{version: "3", tamper: func(dir string) { flipByte(t, filepath.Join(dir, BinaryFile)) }})
+			return makeBundle(t, g.release, bundleSpec{version: "3", tamper: func(dir string) { testpeer.FlipByte(t, filepath.Join(dir, BinaryFile)) }})
 		}, nil, ErrHashMismatch, "hash mismatch on fieldgate: sha256 "},
 		{"flipped byte in an image", func(t *testing.T) string {
 			return makeBundle(t, g.release, bundleSpec{version: "3", tamper: func(dir string) {
-				flipByte(t, filepath.Join(dir, ImagesDir, "collector-modbus.tar"))
+				testpeer.FlipByte(t, filepath.Join(dir, ImagesDir, "collector-modbus.tar"))
 			}})
 		}, nil, ErrHashMismatch, "hash mismatch on images/collector-modbus.tar"},
 		{"swapped install.sh", func(t *testing.T) string {
@@ -144,7 +145,7 @@ func TestInstallRefusals(t *testing.T) {
 		}, nil, ErrHashMismatch, "hash mismatch on install.sh"},
 		{"flipped byte in the image, tar.gz", func(t *testing.T) string {
 			return packTarGz(t, makeBundle(t, g.release, bundleSpec{version: "3", tamper: func(dir string) {
-				flipByte(t, filepath.Join(dir, ImagesDir, "collector-modbus.tar"))
+				testpeer.FlipByte(t, filepath.Join(dir, ImagesDir, "collector-modbus.tar"))
 			}}))
 		}, nil, ErrHashMismatch, "hash mismatch on images/collector-modbus.tar"},
 		{"unknown key", func(t *testing.T) string {
@@ -188,12 +189,12 @@ func TestInstallRefusals(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			bundle := tc.bundle(t)
-			before := treeSum(t, g.store.Dir())
+			before := testpeer.TreeSum(t, g.store.Dir())
 			_, err := g.installer(t, tc.opts...).Install(bundle)
 			if !errors.Is(err, tc.is) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v\nwant %v containing %q", err, tc.is, tc.want)
 			}
-			if after := treeSum(t, g.store.Dir()); after != before {
+			if after := testpeer.TreeSum(t, g.store.Dir()); after != before {
 				t.Errorf("refusal changed the slots:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
 		})

@@ -95,9 +95,15 @@ func (s *Store) Dir() string { return s.dir }
 // SlotDir is a slot's directory.
 func (s *Store) SlotDir(slot string) string { return filepath.Join(s.dir, slot) }
 
-// CurrentBinary is the path of the binary to run, through the current link:
-// stable across updates (the containerd shims run it as the log driver).
+// CurrentBinary is the path of the binary to run, through the current link.
 func (s *Store) CurrentBinary() string { return filepath.Join(s.dir, CurrentLink, BinaryFile) }
+
+// CommittedBinary is the last committed version's binary, through the
+// committed link: a path stable across updates whose binary is known to
+// work, which the containerd shims run as the collectors' log driver (a new
+// version on trial that cannot even start must not keep a collector's task
+// from starting).
+func (s *Store) CommittedBinary() string { return filepath.Join(s.dir, CommittedLink, BinaryFile) }
 
 // other is the slot that is not slot.
 func other(slot string) string {

@@ -120,12 +120,13 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
 
 	// The firmware slot (if one is installed) decides which images are
-	// imported, and its stable path is the collectors' log driver.
+	// imported, and the committed version's binary is the collectors' log
+	// driver.
 	store := update.NewStore(cfg.Gateway.DataDir)
 	slot := activeSlot(store, log)
 	var rtOpts []fgruntime.Option
 	if slot != "" {
-		rtOpts = append(rtOpts, fgruntime.WithLogDriver(store.CurrentBinary()))
+		rtOpts = append(rtOpts, fgruntime.WithLogDriver(store.CommittedBinary()))
 	}
 	rt, err := openRuntime(cfg, log, rtOpts...)
 	if err != nil {
