@@ -42,6 +42,7 @@ images: ## build the collector OCI image archives into dist/images/
 	@VERSION=$(VERSION) firmware/build-images.sh
 
 test: setup ## run every test (unit, real-peer integration, short fuzzing) — what CI runs
+	@$(GO) mod tidy -diff || { echo 'go.mod/go.sum are not tidy: run go mod tidy and commit the result' >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -race -timeout 40m -count=1 ./...
 	@scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # setup-host.sh installs, only when missing, the host packages that fieldgate's
 # tests, demo and benchmarks need: the real peers (mosquitto, socat, pymodbus,
-# containerd + runc, node for node-opcua, minisign for the firmware signature
-# interop tests) and mbpoll for manual checks.
+# containerd + runc, node for node-opcua), tmux for the live view's terminal
+# test, minisign for the firmware signature interop tests, and mbpoll for
+# manual checks.
 # Idempotent: a second run changes nothing and takes well under a second.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ for pkg in mosquitto mosquitto-clients socat python3-pymodbus python3-serial-asy
   esac
   have_pkg "$pkg" || need+=("$pkg")
 done
+# tmux: the terminal `fieldgate watch` is tested in.
+have_pkg tmux || need+=(tmux)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -35,12 +35,13 @@ var requirements = map[string][]string{
 	"node":       {"node", "npm"},
 	"containerd": {"containerd", "runc"},
 	"mbpoll":     {"mbpoll"},
+	"tmux":       {"tmux"},
 	"minisign":   {"minisign"},
 }
 
 // Require skips the test when a peer is not available on this machine, or
 // fails it when FIELDGATE_REQUIRE_ALL=1. Names: mosquitto, socat, pymodbus,
-// node, containerd, mbpoll, minisign, root.
+// node, containerd, mbpoll, tmux, minisign, root.
 func Require(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {

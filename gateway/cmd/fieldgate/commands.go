@@ -53,8 +53,8 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // loadConfig loads gateway.yaml; an invalid file is printed problem by
 // problem to w and returned as an exit status of code.
-func loadConfig(path string, w io.Writer, code int) (*config.Config, error) {
-	cfg, err := config.Load(path)
+func loadConfig(path string, w io.Writer, code int, opts ...config.Option) (*config.Config, error) {
+	cfg, err := config.Load(path, opts...)
 	if err == nil {
 		return cfg, nil
 	}

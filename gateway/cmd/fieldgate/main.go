@@ -5,6 +5,8 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+//	fieldgate devices [--config FILE] [--json]
 //	fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
 //	fieldgate update --status | --boot [--config FILE]
 //	fieldgate bundle keygen|manifest|sign|verify …
@@ -50,6 +52,8 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
+  fieldgate devices [--config FILE] [--json]
   fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
   fieldgate update --status [--json] | --boot [--config FILE]
   fieldgate bundle keygen|manifest|sign|verify …
@@ -99,6 +103,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "watch":
+		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
+	case "devices":
+		return cmdDevices(rest, stdout, stderr)
 	case "update":
 		return cmdUpdate(ctx, rest, stdout, stderr)
 	case "bundle":
@@ -111,5 +119,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, update, bundle, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, update, bundle, version)", cmd)
 }
