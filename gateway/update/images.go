@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 
 	fgruntime "fieldgate/runtime"
@@ -97,45 +98,29 @@ func (s *Store) checkSlotFile(m *Manifest, slot, p string) error {
 	return nil
 }
 
-// ImageStore lists and deletes the runtime's images, for pruning.
-type ImageStore interface {
-	Images(ctx context.Context) ([]ImageRef, error)
-	DeleteImage(ctx context.Context, name string) error
+// ImagePruner deletes the runtime's images whose digest is not in keep (nor
+// in use by a container), returning the names deleted.
+type ImagePruner interface {
+	PruneImages(ctx context.Context, keep []string) ([]string, error)
 }
 
-// PruneImages deletes every image of the runtime's namespace that neither
-// slot's manifest pins at its digest: after a commit, the previous version's
-// images stay (a later rollback target until the next update), older ones
-// go. It returns the names deleted.
-func (s *Store) PruneImages(ctx context.Context, store ImageStore) ([]string, error) {
-	keep := map[ImageRef]bool{}
+// PruneImages deletes the images neither slot's manifest pins: after a
+// commit the previous version's images stay (the rollback target until the
+// next update); older ones go. It returns the names deleted.
+func (s *Store) PruneImages(ctx context.Context, p ImagePruner) ([]string, error) {
+	var keep []string
 	for _, slot := range []string{SlotA, SlotB} {
 		m, err := s.Manifest(slot)
 		if err != nil {
 			continue // an empty or unreadable slot pins nothing
 		}
 		for _, im := range m.Images {
-			keep[ImageRef{Name: im.Name, Digest: im.Digest}] = true
+			keep = append(keep, im.Digest)
 		}
 	}
 	if len(keep) == 0 {
 		return nil, errors.New("prune: no slot pins any image; nothing pruned")
 	}
-	imgs, err := store.Images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var deleted []string
-	var errs []error
-	for _, im := range imgs {
-		if keep[im] {
-			continue
-		}
-		if err := store.DeleteImage(ctx, im.Name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		deleted = append(deleted, im.Name)
-	}
-	return deleted, errors.Join(errs...)
+	sort.Strings(keep)
+	return p.PruneImages(ctx, slices.Compact(keep))
 }

@@ -40,7 +40,7 @@ type Monitor struct {
 	healthyFor time.Duration
 	src        SupervisorStatus
 	broker     BrokerLink
-	images     ImageStore
+	images     ImagePruner
 	ready      <-chan struct{}
 	log        *slog.Logger
 	interval   time.Duration
@@ -66,8 +66,8 @@ type observation struct {
 // MonitorOption configures a Monitor.
 type MonitorOption func(*Monitor)
 
-// WithImageStore makes a commit prune the images neither slot pins.
-func WithImageStore(s ImageStore) MonitorOption { return func(m *Monitor) { m.images = s } }
+// WithImagePruner makes a commit prune the images neither slot pins.
+func WithImagePruner(p ImagePruner) MonitorOption { return func(m *Monitor) { m.images = p } }
 
 // WithReady delays the trial's evaluation until ready is closed (the
 // supervisor has reconciled its collectors).

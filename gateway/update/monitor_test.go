@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -39,15 +39,18 @@ func (b *fakeBroker) Connected() bool { return b.up }
 // fakeImages is an image store holding refs.
 type fakeImages struct{ refs []ImageRef }
 
-func (f *fakeImages) Images(context.Context) ([]ImageRef, error) { return f.refs, nil }
-func (f *fakeImages) DeleteImage(_ context.Context, name string) error {
-	for i, r := range f.refs {
-		if r.Name == name {
-			f.refs = append(f.refs[:i], f.refs[i+1:]...)
-			return nil
+func (f *fakeImages) PruneImages(_ context.Context, keep []string) ([]string, error) {
+	var kept []ImageRef
+	var deleted []string
+	for _, r := range f.refs {
+		if slices.Contains(keep, r.Digest) {
+			kept = append(kept, r)
+		} else {
+			deleted = append(deleted, r.Name)
 		}
 	}
-	return fmt.Errorf("no image %q", name)
+	f.refs = kept
+	return deleted, nil
 }
 
 // clock is a settable time.
@@ -95,7 +98,7 @@ func TestMonitorCommitsWhenHealthy(t *testing.T) {
 		{Name: "docker.io/fieldgate/collector-modbus:0", Digest: "sha256:" + strings.Repeat("0", 64)},
 	}}
 	changes := 0
-	m := newTestMonitor(t, g, SlotB, sup, br, c, WithImageStore(imgs), WithOnChange(func() { changes++ }))
+	m := newTestMonitor(t, g, SlotB, sup, br, c, WithImagePruner(imgs), WithOnChange(func() { changes++ }))
 	sup.set(healthyCollector(g, t, c.t))
 	ctx := context.Background()
 	if err := m.step(ctx); err != nil {

@@ -165,7 +165,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	mon, err = update.NewMonitor(store, slot, cfg.Update.ConfirmWithin.D(), cfg.Update.HealthyFor.D(), sup, pub,
-		update.WithImageStore(rt),
+		update.WithImagePruner(rt),
 		update.WithReady(sup.Ready()),
 		update.WithMonitorLogger(log),
 		update.WithOnChange(sup.NotifyChanged))

@@ -262,20 +262,37 @@ func (c *containerdRuntime) ImportArchive(ctx context.Context, file string) ([]u
 	return out, nil
 }
 
-func (c *containerdRuntime) Images(ctx context.Context) ([]update.ImageRef, error) {
+// PruneImages deletes the images whose digest is not in keep (nor in use by
+// a container).
+func (c *containerdRuntime) PruneImages(ctx context.Context, keep []string) ([]string, error) {
+	keepSet := map[string]bool{}
+	for _, d := range keep {
+		keepSet[d] = true
+	}
+	containers, err := c.rt.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, ci := range containers {
+		keepSet[ci.ImageDigest] = true
+	}
 	imgs, err := c.rt.Images(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]update.ImageRef, 0, len(imgs))
+	var deleted []string
+	var errs []error
 	for _, im := range imgs {
-		out = append(out, update.ImageRef{Name: im.Name, Digest: im.Digest})
+		if keepSet[im.Digest] {
+			continue
+		}
+		if err := c.rt.DeleteImage(ctx, im.Name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, im.Name)
 	}
-	return out, nil
-}
-
-func (c *containerdRuntime) DeleteImage(ctx context.Context, name string) error {
-	return c.rt.DeleteImage(ctx, name)
+	return deleted, errors.Join(errs...)
 }
 
 // importImages imports the collector images: only those the active slot's
