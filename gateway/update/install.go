@@ -204,7 +204,7 @@ func (i *Installer) checkFiles(b bundleSource, v *Verified, stage string) error 
 		return err
 	}
 	for name, data := range map[string][]byte{ManifestFile: v.manifest, SignatureFile: v.signature} {
-		if err := writeFileSynced(filepath.Join(stage, name), data, 0o644); err != nil {
+		if err := writeNew(filepath.Join(stage, name), data, 0o644); err != nil {
 			return err
 		}
 	}
@@ -376,23 +376,6 @@ func (i *Installer) Install(bundlePath string) (*Installed, error) {
 	i.log.Info("update switched", "version", m.Version, "slot", target, "trial", res.Trial)
 	i.stepHook(StepSwitched)
 	return res, nil
-}
-
-// writeFileSynced creates path with data and syncs it.
-func writeFileSynced(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // syncTree syncs every directory under root (the files were synced as they

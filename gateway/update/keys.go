@@ -167,22 +167,24 @@ func GenerateKey(keyFile, pubFile, password string) (minisign.PublicKey, error) 
 	return pub, nil
 }
 
-// writeNew creates path with data, failing if it exists.
+// writeNew creates path with data and syncs it, failing if it exists (or
+// is a symlink); a partly written file is removed.
 func writeNew(path string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, mode)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return nil
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
 }
 
 // readBounded reads at most max bytes of a regular file (following a

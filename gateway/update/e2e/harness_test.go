@@ -249,6 +249,18 @@ func (g *gateway) installFirst(bundle string) {
 	g.unit = startUnit(t, g.root)
 }
 
+// installFirstVersion installs the bundle of version as a fresh box's
+// first installation, waits until it runs committed with its collectors on
+// its pinned digest and publishing, and returns the bundle.
+func (g *gateway) installFirstVersion(version string) string {
+	g.t.Helper()
+	b := g.bundle(bundleSpec{version: version})
+	g.installFirst(b)
+	g.waitVersion(version, g.pins(b)[latest], supervisor.UpdateCommitted, 120*time.Second)
+	g.waitData("data from version " + version)
+	return b
+}
+
 // fieldgate runs the installed (current slot's) fieldgate with args.
 func (g *gateway) fieldgate(env []string, args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(g.dataDir, "slots/current/fieldgate"), args...)

@@ -27,10 +27,7 @@ const latest = "docker.io/fieldgate/collector-modbus:latest"
 // supervisor and the collectors keep their pids, the slots their content.
 func TestTamperingRefused(t *testing.T) {
 	g := newGateway(t)
-	v2 := g.bundle(bundleSpec{version: "2"})
-	g.installFirst(v2)
-	g.waitVersion("2", g.pins(v2)[latest], supervisor.UpdateCommitted, 120*time.Second)
-	g.waitData("data from version 2")
+	g.installFirstVersion("2")
 	supPid, tasks := g.pids()
 
 	stranger := newStrangerKey(t)
@@ -99,10 +96,7 @@ func TestTamperingRefused(t *testing.T) {
 // previous one are removed after the commit; the previous one's stay.
 func TestGoodUpdate(t *testing.T) {
 	g := newGateway(t)
-	v1 := g.bundle(bundleSpec{version: "1"})
-	g.installFirst(v1)
-	g.waitVersion("1", g.pins(v1)[latest], supervisor.UpdateCommitted, 120*time.Second)
-	g.waitData("data from version 1")
+	g.installFirstVersion("1")
 
 	v2 := g.bundle(bundleSpec{version: "2"})
 	out, err := g.update(v2)
@@ -171,10 +165,7 @@ func TestGoodUpdate(t *testing.T) {
 // with the reason, and data continues with no seq gap.
 func TestBadUpdate(t *testing.T) {
 	g := newGateway(t)
-	v1 := g.bundle(bundleSpec{version: "1"})
-	g.installFirst(v1)
-	g.waitVersion("1", g.pins(v1)[latest], supervisor.UpdateCommitted, 120*time.Second)
-	g.waitData("data from version 1")
+	v1 := g.installFirstVersion("1")
 
 	v2 := g.bundle(bundleSpec{version: "2", collector: g.bins.exit1})
 	start := time.Now()
@@ -204,10 +195,7 @@ func TestBadUpdate(t *testing.T) {
 // runs version 1, whose collectors kept running all along.
 func TestSupervisorCannotStart(t *testing.T) {
 	g := newGateway(t)
-	v1 := g.bundle(bundleSpec{version: "1"})
-	g.installFirst(v1)
-	g.waitVersion("1", g.pins(v1)[latest], supervisor.UpdateCommitted, 120*time.Second)
-	g.waitData("data from version 1")
+	v1 := g.installFirstVersion("1")
 	_, tasks := g.pids()
 
 	v2 := g.bundle(bundleSpec{version: "2", fieldgate: g.bins.exit1})
@@ -248,9 +236,7 @@ func TestPowerCut(t *testing.T) {
 	for _, step := range []string{update.StepStaged, update.StepSwitched, "trial"} {
 		t.Run(step, func(t *testing.T) {
 			g := newGateway(t)
-			v1 := g.bundle(bundleSpec{version: "1"})
-			g.installFirst(v1)
-			g.waitVersion("1", g.pins(v1)[latest], supervisor.UpdateCommitted, 120*time.Second)
+			v1 := g.installFirstVersion("1")
 			v2 := g.bundle(bundleSpec{version: "2"})
 			if step == "trial" {
 				if out, err := g.update(v2); err != nil {
