@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"fieldgate/gateway/update"
 	"fieldgate/internal/testpeer"
@@ -111,6 +112,23 @@ func TestUpdateCommands(t *testing.T) {
 	if !strings.Contains(out, `"state": "rolled_back"`) {
 		t.Errorf("status --json:\n%s", out)
 	}
+	// --wait returns once the trial ends: here a commit made meanwhile (by
+	// the supervisor, in real life).
+	v4 := makeBundle("4")
+	store := update.NewStore(data)
+	go func() {
+		for {
+			if st, err := store.State(); err == nil && st != nil && st.Trial != nil {
+				store.Commit(st.Current, time.Now())
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	if out := must("update", "--config", config, "--wait", v4); !strings.Contains(out, "state:     committed") || !strings.Contains(out, "last:      committed 4 (from 1)") {
+		t.Errorf("update --wait said:\n%s", out)
+	}
+
 	// A broken update: section does not keep the service from starting.
 	if err := os.WriteFile(config, []byte("update: {boot_attempts: many}\n"), 0o644); err != nil {
 		t.Fatal(err)
