@@ -23,6 +23,8 @@ FUZZ_TARGETS := \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream \
 	./gateway/config:FuzzParse \
+	./gateway/update:FuzzParseManifest \
+	./gateway/update:FuzzBundleArchive \
 	./collectors/opcua:FuzzParse
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean

@@ -26,7 +26,7 @@ type testKey struct {
 }
 
 // newKey makes a key pair in dir (name.key, name.pub).
-func newKey(t *testing.T, dir, name string) testKey {
+func newKey(t testing.TB, dir, name string) testKey {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -43,7 +43,7 @@ func newKey(t *testing.T, dir, name string) testKey {
 }
 
 // trust copies the key's public half into keysDir.
-func trust(t *testing.T, keysDir string, k testKey) {
+func trust(t testing.TB, keysDir string, k testKey) {
 	t.Helper()
 	data, err := os.ReadFile(k.pub)
 	if err != nil {
@@ -71,7 +71,7 @@ type bundleSpec struct {
 }
 
 // makeBundle stages a signed bundle in a new directory and returns it.
-func makeBundle(t *testing.T, key testKey, spec bundleSpec) string {
+func makeBundle(t testing.TB, key testKey, spec bundleSpec) string {
 	t.Helper()
 	if spec.arch == "" {
 		spec.arch = testArch
@@ -117,7 +117,7 @@ func makeBundle(t *testing.T, key testKey, spec bundleSpec) string {
 	return dir
 }
 
-func writeFile(t *testing.T, p, body string, mode os.FileMode) {
+func writeFile(t testing.TB, p, body string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func writeFile(t *testing.T, p, body string, mode os.FileMode) {
 
 // packTarGz packs a bundle directory the way build-bundle.sh does: under
 // its base name as the top directory.
-func packTarGz(t *testing.T, dir string) string {
+func packTarGz(t testing.TB, dir string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), filepath.Base(dir)+".tar.gz")
 	f, err := os.Create(out)
