@@ -14,6 +14,7 @@ FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
 	./collectors/reading:FuzzAppendJSON \
+	./collectors/command:FuzzHandleJSON \
 	./collectors/queue:FuzzDecode \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
@@ -27,7 +28,7 @@ FUZZ_TARGETS := \
 	./gateway/update:FuzzBundleArchive \
 	./collectors/opcua:FuzzParse
 
-.PHONY: help setup build images test unit fuzz bench demo firmware clean
+.PHONY: help setup build images test unit fuzz bench demo firmware clean proto
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -60,6 +61,13 @@ demo: setup build images ## the one-command demo: simulated devices, local broke
 
 firmware: images build ## signed gateway bundles (amd64, arm64, armv7) into dist/; FIRMWARE_KEY=release.key signs (else a throw-away dev key)
 	@FIRMWARE_KEY='$(FIRMWARE_KEY)' firmware/build-bundle.sh $(VERSION)
+
+proto: ## regenerate the Sparkplug B Go code from its .proto (protoc: Debian protobuf-compiler; protoc-gen-go: the go.mod tool)
+	@command -v protoc >/dev/null || { echo "proto: protoc not found (apt-get install protobuf-compiler)" >&2; exit 1; }
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=. --go_opt=module=fieldgate \
+		-I collectors/sparkplug/sparkplugpb collectors/sparkplug/sparkplugpb/sparkplug_b.proto
 
 clean: ## remove build output
 	rm -rf $(BIN) dist

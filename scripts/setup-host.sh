@@ -2,8 +2,8 @@
 # setup-host.sh installs, only when missing, the host packages that fieldgate's
 # tests, demo and benchmarks need: the real peers (mosquitto, socat, pymodbus,
 # containerd + runc, node for node-opcua), tmux for the live view's terminal
-# test, minisign for the firmware signature interop tests, and mbpoll for
-# manual checks.
+# test, mbpoll for manual checks, protoc (protobuf-compiler) for `make proto`, and
+# minisign for the firmware signature interop tests.
 # Idempotent: a second run changes nothing and takes well under a second.
 set -euo pipefail
 
@@ -11,7 +11,7 @@ need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for pkg in mosquitto mosquitto-clients socat python3-pymodbus python3-serial-asyncio mbpoll containerd runc minisign nodejs npm; do
+for pkg in mosquitto mosquitto-clients socat python3-pymodbus python3-serial-asyncio mbpoll containerd runc minisign nodejs npm protobuf-compiler; do
   case "$pkg" in
     nodejs) have_cmd node && continue ;;
     npm) have_cmd npm && continue ;;

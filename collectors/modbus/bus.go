@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"fieldgate/collectors/reading"
@@ -25,6 +26,12 @@ type bus struct {
 	linkRetryAt time.Time
 	overrun     bool
 	cycleN      uint64 // counts cycles, to tell devices published in this one
+
+	// Write jobs queued by Poller.Write; wakeup interrupts the wait for
+	// the next cycle (nil when the bus is not waiting).
+	jobMu  sync.Mutex
+	jobs   []*writeJob
+	wakeup context.CancelFunc
 }
 
 // device is one device's polling state.
@@ -49,7 +56,7 @@ func (b *bus) run(ctx context.Context, start time.Time) error {
 	clk, interval := b.p.clock, b.p.interval
 	next := start
 	for {
-		if err := clk.WaitUntil(ctx, next); err != nil {
+		if err := b.wait(ctx, next); err != nil {
 			return err
 		}
 		if err := b.cycle(ctx); err != nil {
@@ -86,6 +93,7 @@ func (b *bus) cycle(ctx context.Context) error {
 		if d.failing {
 			continue
 		}
+		b.runJobs(ctx)
 		if err := b.pollOne(ctx, d); err != nil {
 			return b.linkFailed(ctx, err)
 		}
@@ -98,6 +106,7 @@ func (b *bus) cycle(ctx context.Context) error {
 			}
 			continue
 		}
+		b.runJobs(ctx)
 		if err := b.pollOne(ctx, d); err != nil {
 			return b.linkFailed(ctx, err)
 		}
@@ -259,16 +268,7 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		d.stats.errors.Add(1)
-		var ex *ExceptionError
-		var fe *FrameError
-		switch {
-		case errors.Is(err, ErrTimeout):
-			d.stats.timeouts.Add(1)
-		case errors.As(err, &ex):
-			d.stats.exceptions.Add(1)
-		case errors.As(err, &fe):
-			d.stats.garbage.Add(1)
+		if d.count(err) {
 			// Warn once per run of bad answers, not on every one.
 			level := slog.LevelDebug
 			if !d.garbled {
@@ -282,6 +282,24 @@ func (b *bus) read(ctx context.Context, d *device, r Request, attempts int) ([]b
 	}
 }
 
+// count adds a failed request to the device's counters and reports
+// whether it was a garbage answer.
+func (d *device) count(err error) (garbage bool) {
+	d.stats.errors.Add(1)
+	var ex *ExceptionError
+	var fe *FrameError
+	switch {
+	case errors.Is(err, ErrTimeout):
+		d.stats.timeouts.Add(1)
+	case errors.As(err, &ex):
+		d.stats.exceptions.Add(1)
+	case errors.As(err, &fe):
+		d.stats.garbage.Add(1)
+		return true
+	}
+	return false
+}
+
 func (b *bus) setStatus(d *device, status string) {
 	if d.status == status {
 		return
@@ -292,7 +310,11 @@ func (b *bus) setStatus(d *device, status string) {
 
 func (b *bus) publish(ctx context.Context, d *device, ts time.Time, rs []reading.Reading) error {
 	d.cycleN = b.cycleN
-	err := b.p.sink.Publish(ctx, reading.Batch{Device: d.dev.Name, TS: ts, Readings: rs})
+	batch := reading.Batch{Device: d.dev.Name, TS: ts, Readings: rs}
+	if b.p.filter != nil && !b.p.filter.Apply(&batch) {
+		return nil // report by exception: nothing due
+	}
+	err := b.p.sink.Publish(ctx, batch)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -6,21 +6,28 @@ import (
 	"fmt"
 )
 
-// Modbus read function codes used by the collector.
+// Modbus function codes used by the collector.
 const (
-	fnReadCoils            byte = 0x01
-	fnReadDiscreteInputs   byte = 0x02
-	fnReadHoldingRegisters byte = 0x03
-	fnReadInputRegisters   byte = 0x04
+	fnReadCoils              byte = 0x01
+	fnReadDiscreteInputs     byte = 0x02
+	fnReadHoldingRegisters   byte = 0x03
+	fnReadInputRegisters     byte = 0x04
+	fnWriteSingleCoil        byte = 0x05
+	fnWriteSingleRegister    byte = 0x06
+	fnWriteMultipleCoils     byte = 0x0F
+	fnWriteMultipleRegisters byte = 0x10
 )
 
 // Transport sends one read request to one unit and returns the response's data
 // bytes as they are on the wire (registers big-endian, bits packed LSB first),
 // without function code or byte count. The returned slice is only valid until
-// the next call. A Transport is owned by one goroutine (its bus) and is not
-// safe for concurrent use.
+// the next call. Write sends one write request (function 5, 6, 15 or 16)
+// whose data follows the function code on the wire (address first) and
+// checks that the answer echoes the data's first four bytes. A Transport is
+// owned by one goroutine (its bus) and is not safe for concurrent use.
 type Transport interface {
 	Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]byte, error)
+	Write(ctx context.Context, unit, fn byte, data []byte) error
 	Close() error
 }
 
@@ -99,6 +106,33 @@ func expectedDataLen(fn byte, qty uint16) int {
 	default:
 		return int(qty) * 2
 	}
+}
+
+// checkWrite enforces the shape of a write request's data: 4 bytes for
+// functions 5 and 6; address, quantity, byte count and the values for 15
+// and 16, within the protocol limits (1968 coils, 123 registers).
+func checkWrite(fn byte, data []byte) error {
+	switch fn {
+	case fnWriteSingleCoil, fnWriteSingleRegister:
+		if len(data) != 4 {
+			return fmt.Errorf("write function %d: %d data bytes, want 4", fn, len(data))
+		}
+		return nil
+	case fnWriteMultipleCoils, fnWriteMultipleRegisters:
+		if len(data) < 6 {
+			return fmt.Errorf("write function %d: %d data bytes, too short", fn, len(data))
+		}
+		qty := int(data[2])<<8 | int(data[3])
+		want, limit := 2*qty, 123
+		if fn == fnWriteMultipleCoils {
+			want, limit = (qty+7)/8, 1968
+		}
+		if qty < 1 || qty > limit || int(data[4]) != want || len(data) != 5+want {
+			return fmt.Errorf("write function %d: quantity %d with %d value bytes is malformed", fn, qty, len(data)-5)
+		}
+		return nil
+	}
+	return fmt.Errorf("function %d is not a write function", fn)
 }
 
 // checkQuantity enforces the protocol limits of a read request.

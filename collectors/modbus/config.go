@@ -14,7 +14,10 @@ import (
 	"strings"
 	"time"
 
+	"fieldgate/collectors/command"
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/rbe"
+	"fieldgate/collectors/reading"
 	"fieldgate/devices/profiles"
 	"gopkg.in/yaml.v3"
 )
@@ -191,7 +194,14 @@ type Device struct {
 	MaxBitsPerRequest int `yaml:"max_bits_per_request"`
 	// MaxGap is the most unused registers (or bits) a coalesced request may span
 	// between two tags; default DefaultMaxGap, 0 reads only adjacent tags together.
-	MaxGap int            `yaml:"max_gap"`
+	MaxGap int `yaml:"max_gap"`
+	// WriteMultiple writes with functions 15 and 16 only, for devices that
+	// lack 5 and 6 (default false: 5 for a coil, 6 for one register, 16 for
+	// more).
+	WriteMultiple bool `yaml:"write_multiple"`
+	// Report is the device's report by exception (publish, deadband,
+	// heartbeat), the default of its tags.
+	Report rbe.Policy     `yaml:",inline"`
 	Pos    configfile.Pos `yaml:"-"`
 }
 
@@ -214,8 +224,13 @@ type Tag struct {
 	// bool on a register.
 	Bit *int `yaml:"bit"`
 	// Length is a string's size in registers (two characters each).
-	Length int            `yaml:"length"`
-	Unit   string         `yaml:"unit"`
+	Length int    `yaml:"length"`
+	Unit   string `yaml:"unit"`
+	// Limits: writable (coil and holding_register tags only), min, max.
+	Limits command.Limits `yaml:",inline"`
+	// Report is the tag's report by exception; unset keys come from the
+	// device.
+	Report rbe.Policy     `yaml:",inline"`
 	Pos    configfile.Pos `yaml:"-"`
 }
 
@@ -290,6 +305,8 @@ type rawDevice struct {
 	MaxRegistersPerRequest *int           `yaml:"max_registers_per_request"`
 	MaxBitsPerRequest      *int           `yaml:"max_bits_per_request"`
 	MaxGap                 *int           `yaml:"max_gap"`
+	WriteMultiple          bool           `yaml:"write_multiple"`
+	Report                 rbe.Policy     `yaml:",inline"`
 	Pos                    configfile.Pos `yaml:"-"`
 }
 
@@ -537,6 +554,8 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 		MaxRegistersPerRequest: MaxRegisters,
 		MaxBitsPerRequest:      MaxBits,
 		MaxGap:                 DefaultMaxGap,
+		WriteMultiple:          rd.WriteMultiple,
+		Report:                 rd.Report,
 		Pos:                    rd.Pos,
 	}
 	if d.Pos.Line == 0 {
@@ -628,6 +647,9 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 	}
 	if len(d.Tags) == 0 && profileOK {
 		v.add(path+".tags", d.Pos, "%s: no tags (give tags or a profile)", who)
+	}
+	for _, p := range d.Report.Problems(nil, nil, true) {
+		v.add(path+"."+p.Key, d.Pos, "%s: %s", who, p.Msg)
 	}
 	return d
 }
@@ -725,6 +747,65 @@ func (v *validator) tag(d *Device, t *Tag, path string, who string) {
 	if tableOK && !t.Table.IsBit() && n > d.MaxRegistersPerRequest {
 		bad("", "%d registers exceed max_registers_per_request %d", n, d.MaxRegistersPerRequest)
 	}
+	if t.Limits.Writable && tableOK && t.Table != TableCoil && t.Table != TableHolding {
+		bad("writable", "writable applies only to tables coil and holding_register (%s is read-only)", t.Table)
+	}
+	if t.Limits.Writable && t.Type == TypeString && t.Length > MaxWriteRegisters {
+		bad("writable", "a writable string is at most %d registers long (one write), got length %d", MaxWriteRegisters, t.Length)
+	}
+	if typeOK {
+		for _, p := range t.Limits.Problems(t.ValueType()) {
+			bad(p.Key, "%s", p.Msg)
+		}
+	}
+	// The device's policy is checked at the device; a tag for what its own
+	// keys bring and for its range.
+	for _, p := range t.Report.TagProblems(d.Report, t.Limits.Min, t.Limits.Max, t.ValueType().IsNumeric()) {
+		bad(p.Key, "%s", p.Msg)
+	}
+}
+
+// MaxWriteRegisters is the most registers one write (function 16) carries.
+const MaxWriteRegisters = 123
+
+// ValueType is the type of the tag's published value: the tag's type, or
+// float64 when scale or offset apply.
+func (t *Tag) ValueType() reading.DataType {
+	if t.Scaled() {
+		return reading.TypeFloat64
+	}
+	return reading.DataType(t.Type)
+}
+
+// Schema describes every device's tags for Sparkplug births and write
+// commands.
+func (c *Config) Schema() []reading.Device {
+	out := make([]reading.Device, 0, len(c.Devices))
+	for _, d := range c.Devices {
+		rd := reading.Device{Name: d.Name, Tags: make([]reading.Tag, 0, len(d.Tags))}
+		for i := range d.Tags {
+			t := &d.Tags[i]
+			rd.Tags = append(rd.Tags, reading.Tag{Name: t.Name, Unit: t.Unit, Type: t.ValueType(),
+				Writable: t.Limits.Writable, Min: t.Limits.Min, Max: t.Limits.Max})
+		}
+		out = append(out, rd)
+	}
+	return out
+}
+
+// Rules resolves every tag's report by exception (its own keys, then its
+// device's): device → tag → rule.
+func (c *Config) Rules() map[string]map[string]rbe.Rule {
+	out := make(map[string]map[string]rbe.Rule, len(c.Devices))
+	for _, d := range c.Devices {
+		tags := make(map[string]rbe.Rule, len(d.Tags))
+		for i := range d.Tags {
+			t := &d.Tags[i]
+			tags[t.Name] = t.Report.Merge(d.Report).Rule(t.Limits.Min, t.Limits.Max)
+		}
+		out[d.Name] = tags
+	}
+	return out
 }
 
 // expandProfile returns the profile's tags, with the device's own tags

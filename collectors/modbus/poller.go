@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"fieldgate/collectors/rbe"
 	"fieldgate/collectors/reading"
 )
 
@@ -36,6 +37,10 @@ type Poller struct {
 	log      *slog.Logger
 	buses    []*bus
 	clock    clock
+	byName   map[string]devRef
+	// filter applies the tags' report by exception; nil when every tag
+	// publishes always.
+	filter *rbe.Filter
 }
 
 // Option configures a Poller.
@@ -103,7 +108,10 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 		return nil, fmt.Errorf("retries %d must not be negative", cfg.Retries)
 	}
 
-	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock}
+	p := &Poller{interval: interval, sink: sink, log: log, clock: o.clock, byName: map[string]devRef{}}
+	if f := rbe.New(cfg.Rules(), rbe.WithTolerance(interval/2)); f.Active() {
+		p.filter = f
+	}
 	// Group devices by link, keeping config order within and across links.
 	byLink := map[string]*bus{}
 	seen := map[string]bool{}
@@ -162,6 +170,7 @@ func NewPoller(cfg *Config, interval time.Duration, sink Sink, log *slog.Logger,
 		ds := &device{dev: d, unit: byte(d.UnitID), plan: NewPlan(d)}
 		ds.stats.name = d.Name
 		b.devices = append(b.devices, ds)
+		p.byName[d.Name] = devRef{b: b, d: ds}
 	}
 	return p, nil
 }

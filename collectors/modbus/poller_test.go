@@ -78,6 +78,7 @@ type fakeTransport struct {
 	timeout time.Duration
 	units   map[byte]*fakeUnit
 	linkErr func(now time.Time, unit byte) error // non-nil result: the link is down
+	onRead  func(now time.Time, u *fakeUnit)     // changes values before a read is served
 	calls   []fakeCall
 	buf     []byte
 }
@@ -100,6 +101,9 @@ func (f *fakeTransport) Read(ctx context.Context, unit, fn byte, addr, qty uint1
 		}
 		f.clk.advance(f.timeout)
 		return nil, ErrTimeout
+	}
+	if f.onRead != nil {
+		f.onRead(now, u)
 	}
 	f.clk.advance(f.cost)
 	if u.exception != 0 {

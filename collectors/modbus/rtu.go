@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -166,6 +167,35 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 	if err := checkQuantity(fn, qty); err != nil {
 		return nil, err
 	}
+	binary.BigEndian.PutUint16(l.req[0:], addr)
+	binary.BigEndian.PutUint16(l.req[2:], qty)
+	frame, err := l.transact(ctx, unit, fn, l.req[:], 3+expectedDataLen(fn, qty)+2, true)
+	if err != nil {
+		return nil, err
+	}
+	return frame[3 : len(frame)-2], nil
+}
+
+// Write implements Transport: the answer to a write (functions 5, 6, 15,
+// 16) echoes the first four bytes of its request data.
+func (l *rtuLine) Write(ctx context.Context, unit, fn byte, data []byte) error {
+	if err := checkWrite(fn, data); err != nil {
+		return err
+	}
+	frame, err := l.transact(ctx, unit, fn, data, 8, false)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(frame[2:6], data[:4]) {
+		return &FrameError{Unit: unit, Reason: fmt.Sprintf("write answer % x does not echo the request % x", frame[2:6], data[:4])}
+	}
+	return nil
+}
+
+// transact sends one request (unit, function, data) and returns the whole
+// checked answer frame (want bytes), valid until the next call. With
+// counted, the answer carries a byte count (reads).
+func (l *rtuLine) transact(ctx context.Context, unit, fn byte, data []byte, want int, counted bool) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -181,10 +211,8 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 		l.drop()
 		return nil, l.linkErr(err)
 	}
-	binary.BigEndian.PutUint16(l.req[0:], addr)
-	binary.BigEndian.PutUint16(l.req[2:], qty)
 	l.pkg.SlaveId = unit
-	adu, err := l.pkg.Encode(&gbmodbus.ProtocolDataUnit{FunctionCode: fn, Data: l.req[:]})
+	adu, err := l.pkg.Encode(&gbmodbus.ProtocolDataUnit{FunctionCode: fn, Data: data})
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +222,6 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 	}
 	// The answer cannot start before the request has left the wire.
 	deadline := time.Now().Add(time.Duration(len(adu))*l.charTime + l.opts.Timeout)
-	want := 3 + expectedDataLen(fn, qty) + 2
 	n, err := l.readFrame(ctx, fn, want, deadline)
 	l.lastIO = time.Now()
 	if err != nil {
@@ -204,7 +231,7 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 		return nil, ErrTimeout
 	}
 	frame := l.buf[:n]
-	if err := l.check(adu, frame, unit, fn, want); err != nil {
+	if err := l.checkFrame(adu, frame, unit, fn, want, counted); err != nil {
 		var ex *ExceptionError
 		if !errors.As(err, &ex) {
 			if rerr := l.resync(ctx); rerr != nil {
@@ -213,7 +240,7 @@ func (l *rtuLine) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 		}
 		return nil, err
 	}
-	return frame[3 : n-2], nil
+	return frame, nil
 }
 
 // readFrame reads one response into l.buf until it is complete (want bytes,
@@ -260,8 +287,14 @@ func (l *rtuLine) readFrame(ctx context.Context, fn byte, want int, deadline tim
 	return n, nil
 }
 
-// check verifies a complete or short frame.
+// check verifies a complete or short answer to a read.
 func (l *rtuLine) check(adu, frame []byte, unit, fn byte, want int) error {
+	return l.checkFrame(adu, frame, unit, fn, want, true)
+}
+
+// checkFrame verifies a complete or short frame; counted: its third byte
+// is a byte count (reads), else a write's echo follows the function.
+func (l *rtuLine) checkFrame(adu, frame []byte, unit, fn byte, want int, counted bool) error {
 	n := len(frame)
 	if n >= 2 && frame[1] == fn|0x80 && n == 5 {
 		if err := l.pkg.Verify(adu, frame); err != nil {
@@ -288,7 +321,7 @@ func (l *rtuLine) check(adu, frame []byte, unit, fn byte, want int) error {
 	if pdu.FunctionCode != fn {
 		return &FrameError{Unit: unit, Reason: fmt.Sprintf("function %d in answer to %d", pdu.FunctionCode, fn)}
 	}
-	if int(frame[2]) != want-5 {
+	if counted && int(frame[2]) != want-5 {
 		return &FrameError{Unit: unit, Reason: fmt.Sprintf("byte count %d, want %d", frame[2], want-5)}
 	}
 	return nil

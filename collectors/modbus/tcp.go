@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -33,7 +34,7 @@ type tcpConn struct {
 	// connection is presumed half-open (peer rebooted without a reset)
 	// and the next request dials again.
 	timeouts int
-	req      [12]byte
+	req      [8 + 253]byte // MBAP header, function, request data
 	buf      [7 + 253]byte
 	hdr      [7]byte
 }
@@ -95,15 +96,50 @@ func (c *tcpConn) Read(ctx context.Context, unit, fn byte, addr, qty uint16) ([]
 	if err := checkQuantity(fn, qty); err != nil {
 		return nil, err
 	}
-	data, err, fresh := c.exchange(ctx, unit, fn, addr, qty)
+	var req [4]byte
+	binary.BigEndian.PutUint16(req[0:], addr)
+	binary.BigEndian.PutUint16(req[2:], qty)
+	want := expectedDataLen(fn, qty)
+	return c.retry(ctx, unit, fn, req[:], func(body []byte) error {
+		if int(body[1]) != want || len(body) != 2+want {
+			return &FrameError{Unit: unit, Reason: fmt.Sprintf("byte count %d (frame %d bytes), want %d", body[1], len(body), want)}
+		}
+		return nil
+	}, 1)
+}
+
+// Write implements Transport; like Read, it redials a connection found
+// closed once (the writes of the collector are idempotent).
+func (c *tcpConn) Write(ctx context.Context, unit, fn byte, data []byte) error {
+	if err := checkWrite(fn, data); err != nil {
+		return err
+	}
+	_, err := c.retry(ctx, unit, fn, data, func(body []byte) error {
+		if len(body) != 5 || !bytes.Equal(body[1:5], data[:4]) {
+			return &FrameError{Unit: unit, Reason: fmt.Sprintf("write answer % x does not echo the request % x", body[1:], data[:4])}
+		}
+		return nil
+	}, 1)
+	return err
+}
+
+// retry runs exchange and, when a connection that had worked before turns
+// out broken, once more on a new one. skip is how many bytes of the
+// answer's PDU after the function precede the data returned.
+func (c *tcpConn) retry(ctx context.Context, unit, fn byte, req []byte, check func(body []byte) error, skip int) ([]byte, error) {
+	data, err, fresh := c.exchange(ctx, unit, fn, req, check, skip)
 	var le *LinkError
 	if err != nil && !fresh && errors.As(err, &le) && ctx.Err() == nil {
-		data, err, _ = c.exchange(ctx, unit, fn, addr, qty)
+		data, err, _ = c.exchange(ctx, unit, fn, req, check, skip)
 	}
 	return data, err
 }
 
-func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16) (data []byte, err error, fresh bool) {
+// exchange sends one request whose PDU is fn and req, and returns the
+// answer's PDU after the function and skip bytes, once check accepted the
+// whole PDU (function included). fresh reports a connection dialled for
+// this exchange.
+func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, req []byte, check func(body []byte) error, skip int) (data []byte, err error, fresh bool) {
 	if err := ctx.Err(); err != nil {
 		return nil, err, true
 	}
@@ -140,21 +176,20 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 
 	c.tid++
 	tid := c.tid
-	binary.BigEndian.PutUint16(c.req[0:], tid)
-	binary.BigEndian.PutUint16(c.req[2:], 0)
-	binary.BigEndian.PutUint16(c.req[4:], 6)
-	c.req[6] = unit
-	c.req[7] = fn
-	binary.BigEndian.PutUint16(c.req[8:], addr)
-	binary.BigEndian.PutUint16(c.req[10:], qty)
+	adu := c.req[:8+len(req)]
+	binary.BigEndian.PutUint16(adu[0:], tid)
+	binary.BigEndian.PutUint16(adu[2:], 0)
+	binary.BigEndian.PutUint16(adu[4:], uint16(2+len(req)))
+	adu[6] = unit
+	adu[7] = fn
+	copy(adu[8:], req)
 	if err := c.conn.SetDeadline(time.Now().Add(c.timeout)); err != nil {
 		c.drop()
 		return nil, c.linkErr(err), fresh
 	}
-	if _, err := c.conn.Write(c.req[:]); err != nil {
+	if _, err := c.conn.Write(adu); err != nil {
 		return nil, c.ioErr(ctx, err), fresh
 	}
-	want := expectedDataLen(fn, qty)
 	for {
 		if n, err := io.ReadFull(c.rd, c.hdr[:]); err != nil {
 			if n > 0 {
@@ -193,10 +228,11 @@ func (c *tcpConn) exchange(ctx context.Context, unit, fn byte, addr, qty uint16)
 			return nil, &ExceptionError{Function: fn, Code: body[1]}, fresh
 		case body[0] != fn:
 			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("function %d in answer to %d", body[0], fn)}, fresh
-		case int(body[1]) != want || len(body) != 2+want:
-			return nil, &FrameError{Unit: unit, Reason: fmt.Sprintf("byte count %d (frame %d bytes), want %d", body[1], len(body), want)}, fresh
 		}
-		return body[2:], nil, fresh
+		if err := check(body); err != nil {
+			return nil, err, fresh
+		}
+		return body[1+skip:], nil, fresh
 	}
 }
 

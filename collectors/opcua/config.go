@@ -36,6 +36,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 	"gopkg.in/yaml.v3"
 
+	"fieldgate/collectors/command"
 	"fieldgate/collectors/configfile"
 )
 
@@ -103,6 +104,9 @@ type Config struct {
 	Auth *Auth `yaml:"auth"`
 	// Nodes are the variables to collect.
 	Nodes []Node `yaml:"nodes"`
+	// Devices sets report by exception per device (the default of its
+	// nodes): publish, deadband, heartbeat.
+	Devices []DeviceReport `yaml:"devices"`
 
 	// lines maps keys ("mode", "security.policy") to their line in the
 	// file, so errors point at the key rather than its mapping.
@@ -254,14 +258,26 @@ type Node struct {
 	Deadband *Deadband `yaml:"deadband"`
 	// SamplingInterval overrides POLL_INTERVAL for this item (subscribe mode).
 	SamplingInterval configfile.Duration `yaml:"sampling_interval"`
+	// Publish is always (poll mode's default) or on_change (what subscribe
+	// mode does anyway); Heartbeat republishes an unchanged value.
+	Publish   string              `yaml:"publish"`
+	Heartbeat configfile.Duration `yaml:"heartbeat"`
+	// Limits: writable, min, max (write commands).
+	Limits command.Limits `yaml:",inline"`
 }
 
 // Deadband is a data change filter: absolute (in the value's unit) or
-// percent (of the variable's EURange, which the server must expose).
+// percent. Written as {type: absolute|percent, value: x} or, as every
+// collector writes it, {absolute: x} or {percent: p}. In subscribe mode the
+// server applies it (percent of the variable's EURange, which the server
+// must expose); in poll mode with publish: on_change the collector does
+// (percent of the node's max - min).
 type Deadband struct {
-	Pos   configfile.Pos `yaml:"-"`
-	Type  string         `yaml:"type"`
-	Value float64        `yaml:"value"`
+	Pos      configfile.Pos `yaml:"-"`
+	Type     string         `yaml:"type"`
+	Value    float64        `yaml:"value"`
+	Absolute *float64       `yaml:"absolute"`
+	Percent  *float64       `yaml:"percent"`
 }
 
 // LoadFile reads and validates the collector file at path.
@@ -404,7 +420,7 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 				seen[key] = n.Pos.Line
 			}
 		}
-		if d := n.Deadband; d != nil {
+		if d := n.Deadband; d != nil && d.normalize(errs, fmt.Sprintf("nodes[%d]", i)) {
 			switch {
 			case !oneOf(d.Type, validDeadbands):
 				errs.Add(d.Pos, "nodes[%d]: deadband.type: unknown type %q (valid: %s)", i, d.Type, strings.Join(validDeadbands, ", "))
@@ -418,6 +434,7 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 			errs.Add(n.Pos, "nodes[%d]: sampling_interval: must not be negative, got %s", i, n.SamplingInterval)
 		}
 	}
+	c.validateReport(errs)
 }
 
 // withDefaults returns the config with defaults filled in for the given

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
 
+	"fieldgate/collectors/rbe"
 	"fieldgate/collectors/reading"
 )
 
@@ -106,6 +108,8 @@ type tag struct {
 	id       *ua.NodeID
 	deadband *Deadband
 	sampling time.Duration
+	writable bool
+	dtype    reading.DataType // from the server's DataType attribute; guarded by Engine.live
 }
 
 // Engine collects the configured nodes of one OPC UA server.
@@ -122,6 +126,15 @@ type Engine struct {
 	userCert keyPair // for certificate user tokens
 	password string
 	trust    *trustStore
+
+	// filter applies report by exception; nil when every tag publishes
+	// whatever the engine reads.
+	filter *rbe.Filter
+	byKey  map[string]*tag // device "\x00" name
+
+	live    sync.Mutex
+	client  *opcua.Client // the session's client, for writes; nil while down
+	downErr error         // why there is no session
 }
 
 // New validates cfg, loads (or generates, once, into DATA_DIR/pki/own) the
@@ -168,11 +181,19 @@ func New(cfg Config, sink Sink, opts ...Option) (*Engine, error) {
 // newEngine builds an engine from a validated config.
 func newEngine(cfg Config, sink Sink, o options) (*Engine, error) {
 	cfg = cfg.withDefaults(o.poll)
-	e := &Engine{cfg: cfg, sink: sink, log: o.log, opt: o, byDev: map[string][]*tag{}}
+	e := &Engine{cfg: cfg, sink: sink, log: o.log, opt: o, byDev: map[string][]*tag{}, byKey: map[string]*tag{}}
+	tolerance := o.poll / 2
+	if cfg.Mode != ModePoll {
+		tolerance = 0 // heartbeats come from a timer, not from polls
+	}
+	if f := rbe.New(cfg.rules(), rbe.WithTolerance(tolerance)); f.Active() {
+		e.filter = f
+	}
 	for i, n := range cfg.Nodes {
 		nid, _ := ua.ParseNodeID(n.NodeID) // validated above
 		t := &tag{handle: uint32(i + 1), device: n.Device, name: n.Name, unit: n.Unit, id: nid,
-			deadband: n.Deadband, sampling: n.SamplingInterval.D()}
+			deadband: n.Deadband, sampling: n.SamplingInterval.D(), writable: n.Limits.Writable}
+		e.byKey[t.device+"\x00"+t.name] = t
 		if t.sampling == 0 {
 			t.sampling = o.poll
 		}
@@ -269,6 +290,9 @@ func (e *Engine) reportDown(ctx context.Context, err error) {
 }
 
 func (e *Engine) publish(ctx context.Context, b reading.Batch) {
+	if e.filter != nil && !e.filter.Apply(&b) {
+		return // report by exception: nothing due
+	}
 	if err := e.sink.Publish(ctx, b); err != nil && ctx.Err() == nil {
 		e.log.Error("publish batch", "device", b.Device, "err", err)
 	}
@@ -420,10 +444,14 @@ func closeClient(c *opcua.Client) {
 func (e *Engine) session(ctx context.Context) (up bool, err error) {
 	c, err := e.connect(ctx)
 	if err != nil {
+		e.setClient(nil, err)
 		return false, err
 	}
 	defer closeClient(c)
 	lim := e.limits(ctx, c)
+	e.readTypes(ctx, c, lim.perRead)
+	e.setClient(c, nil)
+	defer func() { e.setClient(nil, err) }()
 	if e.cfg.Mode == ModePoll {
 		return true, e.runPoll(ctx, c, lim)
 	}

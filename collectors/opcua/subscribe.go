@@ -351,6 +351,7 @@ func (s *subSession) process(ctx context.Context, in <-chan *ua.PublishResponse)
 				}
 			}
 			s.mu.Unlock()
+			s.e.heartbeats(ctx, now)
 		case res := <-in:
 			if err := s.handle(ctx, res); err != nil {
 				return err

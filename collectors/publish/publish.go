@@ -127,6 +127,7 @@ type Publisher struct {
 	lastError string
 	published uint64
 	statusDue chan struct{}
+	handlers  []handler // subscriptions made on every connection (Handle)
 }
 
 // New validates cfg, reads the password and TLS files, and opens the seq
@@ -213,7 +214,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}); err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
-	opts.SetOnConnectHandler(func(mqtt.Client) {
+	opts.SetOnConnectHandler(func(c mqtt.Client) {
 		p.mu.Lock()
 		p.connected, p.lastError = true, ""
 		select {
@@ -224,6 +225,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 		p.mu.Unlock()
 		p.log.Info("mqtt connected")
 		p.requestStatus()
+		p.subscribeHandlers(c)
 	})
 	opts.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 		p.mu.Lock()

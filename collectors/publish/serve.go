@@ -3,6 +3,7 @@ package publish
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,10 +20,16 @@ type Source interface {
 // publisher gets its StopTimeout to have the window acknowledged; a failure
 // of either stops both. Serve returns within stopDeadline of ctx ending.
 func (p *Publisher) Serve(ctx context.Context, src Source, stopDeadline time.Duration) error {
+	return Serve(ctx, p, src, stopDeadline, p.log)
+}
+
+// Serve runs an output (the Publisher, a Sparkplug edge node) and a
+// collector's engine together as Publisher.Serve describes.
+func Serve(ctx context.Context, out Source, src Source, stopDeadline time.Duration, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopPub()
-	g.Go(func() error { return p.Run(pubCtx) })
+	g.Go(func() error { return out.Run(pubCtx) })
 	g.Go(func() error {
 		defer stopPub()
 		return src.Run(gctx)
@@ -34,7 +41,7 @@ func (p *Publisher) Serve(ctx context.Context, src Source, stopDeadline time.Dur
 		return err
 	case <-ctx.Done():
 	}
-	p.log.Info("stopping", "deadline", stopDeadline)
+	log.Info("stopping", "deadline", stopDeadline)
 	select {
 	case err := <-done:
 		return err

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Defaults applied when a variable is unset.
@@ -49,7 +50,29 @@ type Env struct {
 	QueueMaxAge   time.Duration // QUEUE_MAX_AGE: drop batches older than this; default none
 	QueueSync     time.Duration // QUEUE_SYNC: "always" (fsync every batch, -1 here) or the longest wait for fsync, e.g. 1s
 	QueuePolicy   string        // QUEUE_POLICY: drop_oldest or reject_new
+
+	// The MQTT payload: the JSON contract, or Sparkplug B.
+	Payload                string // MQTT_PAYLOAD: fieldgate (default) or sparkplug
+	SparkplugGroupID       string // SPARKPLUG_GROUP_ID: default GATEWAY_ID
+	SparkplugPrimaryHostID string // SPARKPLUG_PRIMARY_HOST_ID: no births until this host is online
+	SparkplugAliases       bool   // SPARKPLUG_ALIASES: true makes DDATA carry aliases
 }
+
+// CheckSparkplugID checks a Sparkplug id (group, edge node, device, host
+// application): non-empty valid UTF-8 without '/', '+' or '#' (Sparkplug
+// 3.0, 4.1.1: each is a topic level). kind names it in the error.
+func CheckSparkplugID(kind, id string) error {
+	if id == "" || !utf8.ValidString(id) || strings.ContainsAny(id, "/+#") {
+		return fmt.Errorf("%s: %q is not a valid Sparkplug id (non-empty UTF-8 without '/', '+' or '#')", kind, id)
+	}
+	return nil
+}
+
+// Payload formats of MQTT_PAYLOAD.
+const (
+	PayloadFieldgate = "fieldgate"
+	PayloadSparkplug = "sparkplug"
+)
 
 // idRe is what may stand in a topic level: gateway and collector names.
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -135,10 +158,41 @@ func Load(getenv func(string) string, protocol string) (Env, error) {
 	default:
 		problems = append(problems, fmt.Sprintf("QUEUE_POLICY: unknown policy %q (valid: drop_oldest, reject_new)", v))
 	}
+	problems = append(problems, e.loadPayload(getenv)...)
 	if len(problems) > 0 {
 		return e, fmt.Errorf("environment: %s", strings.Join(problems, "; "))
 	}
 	return e, nil
+}
+
+// loadPayload reads MQTT_PAYLOAD and the SPARKPLUG_* variables.
+func (e *Env) loadPayload(getenv func(string) string) []string {
+	var problems []string
+	switch v := getenv("MQTT_PAYLOAD"); v {
+	case "", PayloadFieldgate:
+		e.Payload = PayloadFieldgate
+	case PayloadSparkplug:
+		e.Payload = v
+	default:
+		problems = append(problems, fmt.Sprintf("MQTT_PAYLOAD: unknown payload %q (valid: %s, %s)", v, PayloadFieldgate, PayloadSparkplug))
+	}
+	e.SparkplugGroupID = getenv("SPARKPLUG_GROUP_ID")
+	e.SparkplugPrimaryHostID = getenv("SPARKPLUG_PRIMARY_HOST_ID")
+	for _, kv := range [][2]string{{"SPARKPLUG_GROUP_ID", e.SparkplugGroupID}, {"SPARKPLUG_PRIMARY_HOST_ID", e.SparkplugPrimaryHostID}} {
+		if kv[1] != "" {
+			if err := CheckSparkplugID(kv[0], kv[1]); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+	}
+	switch v := strings.ToLower(getenv("SPARKPLUG_ALIASES")); v {
+	case "", "false", "0", "no":
+	case "true", "1", "yes":
+		e.SparkplugAliases = true
+	default:
+		problems = append(problems, fmt.Sprintf("SPARKPLUG_ALIASES: invalid value %q (valid: true, false)", v))
+	}
+	return problems
 }
 
 func orDefault(v, def string) string {

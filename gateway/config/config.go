@@ -58,6 +58,7 @@ var (
 	}
 	DefaultMQTT = MQTT{
 		TopicPrefix: "fieldgate",
+		Output:      Output{Payload: PayloadFieldgate},
 	}
 	DefaultCollector = Collector{
 		PollInterval: configfile.Duration(5 * time.Second),
@@ -127,8 +128,89 @@ type MQTT struct {
 	TLS          TLS    `yaml:"tls"`
 	// TopicPrefix is the topic root; default fieldgate.
 	TopicPrefix string `yaml:"topic_prefix"`
+	// Payload and the Sparkplug settings, gateway-wide; a collector's own
+	// mqtt: section overrides them.
+	Output `yaml:",inline"`
 
 	Pos configfile.Pos `yaml:"-"`
+}
+
+// MQTT payload formats.
+const (
+	PayloadFieldgate = "fieldgate"
+	PayloadSparkplug = "sparkplug"
+)
+
+// Output is how a collector publishes: `payload` and, with sparkplug,
+// `group_id`, `primary_host_id` and `aliases`. Passed to the collector as
+// MQTT_PAYLOAD and SPARKPLUG_*.
+type Output struct {
+	// Payload is fieldgate (the JSON contract, default) or sparkplug
+	// (Sparkplug B 3.0: each collector an edge node {gateway}-{collector}).
+	Payload string `yaml:"payload"`
+	// GroupID is the Sparkplug group; default the gateway id.
+	GroupID string `yaml:"group_id"`
+	// PrimaryHostID holds births until spBv1.0/STATE/{id} says online.
+	PrimaryHostID string `yaml:"primary_host_id"`
+	// Aliases makes DDATA carry metric aliases instead of names.
+	Aliases *bool `yaml:"aliases"`
+}
+
+// sparkplugKeys reports whether any Sparkplug setting is written.
+func (o Output) sparkplugKeys() bool {
+	return o.GroupID != "" || o.PrimaryHostID != "" || o.Aliases != nil
+}
+
+// merge returns o with every key it leaves unset taken from def.
+func (o Output) merge(def Output) Output {
+	if o.Payload == "" {
+		o.Payload = def.Payload
+	}
+	if o.GroupID == "" {
+		o.GroupID = def.GroupID
+	}
+	if o.PrimaryHostID == "" {
+		o.PrimaryHostID = def.PrimaryHostID
+	}
+	if o.Aliases == nil {
+		o.Aliases = def.Aliases
+	}
+	return o
+}
+
+// Output returns collector c's effective output: its own mqtt: keys, then
+// the gateway's.
+func (c *Config) Output(col *Collector) Output {
+	own := Output{}
+	if col.MQTT != nil {
+		own = *col.MQTT
+	}
+	out := own.merge(c.MQTT.Output)
+	if out.Payload == "" {
+		out.Payload = PayloadFieldgate
+	}
+	return out
+}
+
+// Env returns the MQTT_PAYLOAD and SPARKPLUG_* variables of an effective
+// output; nothing for the default JSON payload, so existing collectors
+// keep their spec.
+func (o Output) Env() map[string]string {
+	env := map[string]string{}
+	if o.Payload != PayloadSparkplug {
+		return env
+	}
+	env["MQTT_PAYLOAD"] = PayloadSparkplug
+	if o.GroupID != "" {
+		env["SPARKPLUG_GROUP_ID"] = o.GroupID
+	}
+	if o.PrimaryHostID != "" {
+		env["SPARKPLUG_PRIMARY_HOST_ID"] = o.PrimaryHostID
+	}
+	if o.Aliases != nil && *o.Aliases {
+		env["SPARKPLUG_ALIASES"] = "true"
+	}
+	return env
 }
 
 // TLS holds the broker's CA and the client certificate (mTLS) files.
@@ -154,8 +236,10 @@ type Collector struct {
 	Restart   string    `yaml:"restart"`
 	Resources Resources `yaml:"resources"`
 	// Queue sets the collector's durable outbound queue (QUEUE_* env).
-	Queue Queue             `yaml:"queue"`
-	Env   map[string]string `yaml:"env"`
+	Queue Queue `yaml:"queue"`
+	// MQTT overrides the gateway's payload and Sparkplug settings.
+	MQTT *Output          `yaml:"mqtt"`
+	Env  map[string]string `yaml:"env"`
 
 	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.
 	Modbus *Section `yaml:"modbus"`

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/runenv"
 )
 
 var (
@@ -151,6 +152,34 @@ func (v *validator) validateMQTT() {
 	if strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
 		v.add(d.pos("mqtt", "topic_prefix"), "invalid mqtt.topic_prefix %q (no +, #, leading or trailing /)", p)
 	}
+	v.validateOutput(m.Output, "mqtt", func(keys ...any) configfile.Pos { return d.pos(append([]any{"mqtt"}, keys...)...) })
+	if m.Output.sparkplugKeys() && m.Output.Payload != PayloadSparkplug {
+		used := false
+		for i := range v.cfg.Collectors {
+			used = used || v.cfg.Output(&v.cfg.Collectors[i]).Payload == PayloadSparkplug
+		}
+		if !used {
+			v.add(d.pos("mqtt"), "mqtt: group_id, primary_host_id and aliases apply only with payload: sparkplug (no collector has it)")
+		}
+	}
+}
+
+// validateOutput checks a payload and the Sparkplug ids (gateway-wide at
+// "mqtt", or a collector's own mqtt: section).
+func (v *validator) validateOutput(o Output, where string, at func(keys ...any) configfile.Pos) {
+	switch o.Payload {
+	case "", PayloadFieldgate, PayloadSparkplug:
+	default:
+		v.add(at("payload"), "%s.payload: unknown payload %q (valid: %s, %s)", where, o.Payload, PayloadFieldgate, PayloadSparkplug)
+	}
+	for _, k := range []struct{ key, id string }{{"group_id", o.GroupID}, {"primary_host_id", o.PrimaryHostID}} {
+		if k.id == "" {
+			continue
+		}
+		if err := runenv.CheckSparkplugID(where+"."+k.key, k.id); err != nil {
+			v.add(at(k.key), "%v", err)
+		}
+	}
 }
 
 // checkBroker accepts the forms of DESIGN.md's MQTT_BROKER: host, host:port or
@@ -255,6 +284,13 @@ func (v *validator) validateCollector(i int, names map[string]int, claims map[st
 			v.add(at("env", k), "%s: invalid env name %q", who, k)
 		}
 	}
+	if o := c.MQTT; o != nil {
+		v.validateOutput(*o, who+": mqtt", func(keys ...any) configfile.Pos { return at(append([]any{"mqtt"}, keys...)...) })
+		if o.sparkplugKeys() && v.cfg.Output(c).Payload != PayloadSparkplug {
+			v.add(at("mqtt"), "%s: mqtt: group_id, primary_host_id and aliases apply only with payload: sparkplug", who)
+		}
+	}
+
 
 	// Devices: host paths exist, and each has a single owner.
 	own := map[string]bool{}

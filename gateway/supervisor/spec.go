@@ -111,6 +111,9 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	for k, v := range c.Queue.Env() {
 		env[k] = v
 	}
+	for k, v := range cfg.Output(c).Env() {
+		env[k] = v
+	}
 	for k, v := range c.Env {
 		env[k] = v
 	}

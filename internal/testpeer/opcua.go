@@ -1,8 +1,10 @@
 package testpeer
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -147,6 +149,35 @@ func (s *OPCUAServer) Thaw() {
 	if s.proc != nil {
 		_ = syscall.Kill(-s.proc.Cmd.Process.Pid, syscall.SIGCONT)
 	}
+}
+
+// Read reads a variable with node-opcua's own client (opcuaserver/client.mjs),
+// independent of fieldgate's, and returns its value and data type name.
+func (s *OPCUAServer) Read(nodeID string) (any, string) {
+	s.t.Helper()
+	pki := ""
+	for i, a := range s.args {
+		if a == "--pki" && i+1 < len(s.args) {
+			pki = filepath.Join(filepath.Dir(s.args[i+1]), "client-pki")
+		}
+	}
+	out, err := exec.Command("node", filepath.Join(opcuaServerDir(), "client.mjs"), s.Endpoint, nodeID, pki).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		s.t.Fatalf("node-opcua client read %s: %v\n%s", nodeID, err, stderr)
+	}
+	var r struct {
+		Value    any    `json:"value"`
+		DataType string `json:"dataType"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		s.t.Fatalf("node-opcua client read %s: %q: %v", nodeID, out, err)
+	}
+	return r.Value, r.DataType
 }
 
 // Log returns the server's output so far.

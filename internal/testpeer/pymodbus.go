@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -167,6 +168,40 @@ func (s *PyModbusServer) Restart() {
 		}
 	}
 	s.start(filepath.Join(filepath.Dir(s.conf), "pymodbus_server.py"))
+}
+
+// Read reads count values of table ("co", "di", "hr", "ir") from a TCP
+// slave with pymodbus' own client, independent of fieldgate's: a test's
+// check of what a write really put into the device.
+func (s *PyModbusServer) Read(unit int, table string, addr, count int) []int {
+	s.t.Helper()
+	script := filepath.Join(filepath.Dir(s.conf), "pymodbus_server.py")
+	out, err := exec.Command("/usr/bin/python3", script, "read", s.Addr, strconv.Itoa(unit), table,
+		strconv.Itoa(addr), strconv.Itoa(count)).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("pymodbus read %s %d+%d of unit %d: %v: %s", table, addr, count, unit, err, out)
+	}
+	var vs []int
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &vs); err != nil {
+		s.t.Fatalf("pymodbus read: %q: %v", out, err)
+	}
+	return vs
+}
+
+// Writes returns the write requests the slave carried out so far, one
+// "WRITE FC ADDRESS VALUE..." line each.
+func (s *PyModbusServer) Writes() []string {
+	if s.proc == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(s.proc.Log.String(), "\n") {
+		if strings.HasPrefix(l, "WRITE ") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // String names the slave in test logs.

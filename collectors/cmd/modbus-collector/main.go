@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"fieldgate/collectors/modbus"
-	"fieldgate/collectors/publish"
+	"fieldgate/collectors/output"
 	"fieldgate/collectors/runenv"
 )
 
@@ -48,7 +48,8 @@ func main() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: modbus-collector [-version]\n\n"+
 			"Configured by environment: POLL_INTERVAL, MQTT_BROKER, MQTT_USERNAME, MQTT_PASSWORD_FILE,\n"+
 			"MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE, MQTT_TOPIC_PREFIX, GATEWAY_ID, COLLECTOR_NAME,\n"+
-			"COLLECTOR_CONFIG (device file), DATA_DIR, LOG_LEVEL.\n")
+			"COLLECTOR_CONFIG (device file), DATA_DIR, LOG_LEVEL, QUEUE_*, MQTT_PAYLOAD (fieldgate or sparkplug),\n"+
+			"SPARKPLUG_GROUP_ID, SPARKPLUG_PRIMARY_HOST_ID, SPARKPLUG_ALIASES.\n")
 	}
 	flag.Parse()
 	if *showVersion {
@@ -85,18 +86,22 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return configError{err}
 	}
-	pub, err := publish.New(publish.ConfigFromEnv(env, version), log)
+	out, err := output.New(env, version, cfg.Schema(), log)
 	if err != nil {
 		return configError{err}
 	}
-	poller, err := modbus.NewPoller(cfg, env.PollInterval, pub, log)
+	poller, err := modbus.NewPoller(cfg, env.PollInterval, out, log)
 	if err != nil {
 		return configError{fmt.Errorf("%s: %w", env.ConfigPath, err)}
 	}
+	if err := out.EnableWrites(poller); err != nil {
+		return err
+	}
 	log.Info("modbus collector starting", "version", version, "config", env.ConfigPath,
-		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval, "broker", env.Broker)
+		"transport", cfg.Transport, "devices", len(cfg.Devices), "poll_interval", env.PollInterval,
+		"broker", env.Broker, "payload", env.Payload)
 
-	err = pub.Serve(ctx, poller, stopDeadline)
+	err = out.Serve(ctx, poller, stopDeadline)
 	for _, st := range poller.Stats() {
 		log.Info("device counters", "device", st.Device, "polls", st.Polls, "requests", st.Requests,
 			"errors", st.Errors, "timeouts", st.Timeouts, "exceptions", st.Exceptions,

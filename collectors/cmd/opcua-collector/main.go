@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"fieldgate/collectors/opcua"
-	"fieldgate/collectors/publish"
+	"fieldgate/collectors/output"
 	"fieldgate/collectors/runenv"
 )
 
@@ -78,7 +78,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 			"       opcua-collector browse --endpoint URL [--node ID] [--depth N] [flags]\n\n"+
 			"Configured by environment: POLL_INTERVAL, MQTT_BROKER, MQTT_USERNAME, MQTT_PASSWORD_FILE,\n"+
 			"MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE, MQTT_TOPIC_PREFIX, GATEWAY_ID, COLLECTOR_NAME,\n"+
-			"COLLECTOR_CONFIG (the opcua section), DATA_DIR, LOG_LEVEL; OPCUA_ENDPOINT, OPCUA_MODE,\n"+
+			"COLLECTOR_CONFIG (the opcua section), DATA_DIR, LOG_LEVEL, QUEUE_*, MQTT_PAYLOAD (fieldgate or\n"+
+			"sparkplug), SPARKPLUG_GROUP_ID, SPARKPLUG_PRIMARY_HOST_ID, SPARKPLUG_ALIASES; OPCUA_ENDPOINT, OPCUA_MODE,\n"+
 			"OPCUA_SECURITY (POLICY/MODE or None) and OPCUA_NODES (DEVICE/NAME=NODE_ID,...) override the file.\n")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,23 +112,26 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 	if err != nil {
 		return configError{err}
 	}
-	pub, err := publish.New(publish.ConfigFromEnv(env, version), log)
+	out, err := output.New(env, version, cfg.Schema(), log)
 	if err != nil {
 		return configError{err}
 	}
-	engine, err := opcua.New(cfg, pub, opcua.WithLogger(log), opcua.WithDataDir(env.DataDir),
+	engine, err := opcua.New(cfg, out, opcua.WithLogger(log), opcua.WithDataDir(env.DataDir),
 		opcua.WithPollInterval(env.PollInterval))
 	if err != nil {
 		return configError{fmt.Errorf("%s: %w", env.ConfigPath, err)}
+	}
+	if err := out.EnableWrites(engine); err != nil {
+		return err
 	}
 	mode := cfg.Mode
 	if mode == "" {
 		mode = opcua.ModeSubscribe
 	}
 	log.Info("opcua collector starting", "version", version, "config", env.ConfigPath, "endpoint", cfg.Endpoint,
-		"mode", mode, "nodes", len(cfg.Nodes), "poll_interval", env.PollInterval, "broker", env.Broker)
+		"mode", mode, "nodes", len(cfg.Nodes), "poll_interval", env.PollInterval, "broker", env.Broker, "payload", env.Payload)
 
-	err = pub.Serve(ctx, engine, stopDeadline)
+	err = out.Serve(ctx, engine, stopDeadline)
 	log.Info("stopped")
 	return err
 }

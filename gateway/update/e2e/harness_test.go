@@ -43,26 +43,17 @@ const (
 // collectors are the collectors of every test gateway.
 var collectors = []string{"a", "b"}
 
-// binaries are built once per test binary.
+// binaries are the programs the tests build (once per test binary).
 type binaries struct {
-	dir string
 	// fieldgate and collector hold the builds of each version.
 	fieldgate, collector map[string]string
 	// exit1 exits 1 at once.
 	exit1 string
 }
 
-var (
-	buildOnce sync.Once
-	built     binaries
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
+	testpeer.CleanBuilds()
 	os.Exit(code)
 }
 
@@ -71,31 +62,13 @@ func TestMain(m *testing.M) {
 // the exit1 program.
 func bins(t *testing.T) *binaries {
 	t.Helper()
-	buildOnce.Do(func() {
-		built.dir, buildErr = os.MkdirTemp("", "fg-update-bin-")
-		if buildErr != nil {
-			return
-		}
-		built.fieldgate, built.collector = map[string]string{}, map[string]string{}
-		for _, v := range []string{"1", "2", "3"} {
-			built.fieldgate[v] = filepath.Join(built.dir, "fieldgate-"+v)
-			built.collector[v] = filepath.Join(built.dir, "modbus-collector-"+v, "modbus-collector")
-			for out, pkg := range map[string]string{
-				built.fieldgate[v]: "fieldgate/gateway/cmd/fieldgate",
-				built.collector[v]: "fieldgate/collectors/cmd/modbus-collector",
-			} {
-				if buildErr = testpeer.GoBuild(out, pkg, "-X main.version="+v); buildErr != nil {
-					return
-				}
-			}
-		}
-		built.exit1 = filepath.Join(built.dir, "exit1", "exit1")
-		buildErr = testpeer.GoBuild(built.exit1, "fieldgate/gateway/update/e2e/testdata/exit1", "")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	b := &binaries{fieldgate: map[string]string{}, collector: map[string]string{}}
+	for _, v := range []string{"1", "2", "3"} {
+		b.fieldgate[v] = testpeer.GoBuildFlags(t, "fieldgate/gateway/cmd/fieldgate", "-X main.version="+v)
+		b.collector[v] = testpeer.GoBuildFlags(t, "fieldgate/collectors/cmd/modbus-collector", "-X main.version="+v)
 	}
-	return &built
+	b.exit1 = testpeer.GoBuild(t, "fieldgate/gateway/update/e2e/testdata/exit1")
+	return b
 }
 
 // gateway is one gateway installed into a root directory: its config,

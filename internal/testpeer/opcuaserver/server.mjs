@@ -28,6 +28,9 @@
 //	Boiler1.Pressure    Float    constant 1.25
 //	Pump1.Speed         UInt16   constant 1450
 //	Pump1.Level         Double   sine wave, changes every 100 ms
+//	Boiler1.Setpoint    Double   50, writable
+//	Boiler1.Mode        Int16    1, writable
+//	Boiler1.Locked      Double   7, read-only (a write gets BadNotWritable)
 import {
   OPCUAServer,
   OPCUACertificateManager,
@@ -151,6 +154,22 @@ async function main() {
   constant(boiler, "Offset", "Int64", [0xffffffff, 0xffffffd6]); // -42
   constant(boiler, "Pressure", "Float", 1.25);
   constant(pump, "Speed", "UInt16", 1450);
+
+  for (const [name, dataType, value, access] of [
+    ["Setpoint", "Double", 50, "CurrentRead | CurrentWrite"],
+    ["Mode", "Int16", 1, "CurrentRead | CurrentWrite"],
+    ["Locked", "Double", 7, "CurrentRead"],
+  ]) {
+    ns.addVariable({
+      componentOf: boiler,
+      browseName: name,
+      nodeId: `s=Boiler1.${name}`,
+      dataType,
+      accessLevel: access,
+      userAccessLevel: access,
+      value: new Variant({ dataType: DataType[dataType], value }),
+    });
+  }
 
   let counter = 0;
   const counterVar = ns.addVariable({
