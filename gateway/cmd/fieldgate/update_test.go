@@ -129,6 +129,25 @@ func TestUpdateCommands(t *testing.T) {
 		t.Errorf("update --wait said:\n%s", out)
 	}
 
+	// A version on trial that rejects the config rolls itself back instead
+	// of exiting 2 (which systemd would not restart).
+	v5 := makeBundle("5")
+	must("update", "--config", config, v5)
+	good, _ := os.ReadFile(config)
+	if err := os.WriteFile(config, append([]byte("version: 7\n"), good...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = cli("run", "--config", config)
+	if err == nil || errors.As(err, &ee) && ee.code == 2 || !strings.Contains(err.Error(), "rolled back to the committed version") {
+		t.Errorf("run of a trial version with a rejected config: %v\n%s", err, out)
+	}
+	if st, _ := store.Status(); st == nil || st.State != "rolled_back" || !strings.Contains(st.Last.Reason, "version 5 rejects "+config) {
+		t.Errorf("after the rejected config: %+v", st)
+	}
+	if out, err := cli("run", "--config", config); !errors.As(err, &ee) || ee.code != 2 {
+		t.Errorf("a committed version with a bad config must exit 2: %v\n%s", err, out)
+	}
+
 	// A broken update: section does not keep the service from starting.
 	if err := os.WriteFile(config, []byte("update: {boot_attempts: many}\n"), 0o644); err != nil {
 		t.Fatal(err)
