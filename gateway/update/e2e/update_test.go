@@ -99,12 +99,16 @@ func TestGoodUpdate(t *testing.T) {
 	g.installFirstVersion("1")
 
 	v2 := g.bundle(bundleSpec{version: "2"})
+	start := time.Now()
 	out, err := g.update(v2)
 	if err != nil {
 		t.Fatalf("update to 2: %v\n%s", err, out)
 	}
+	installed := time.Since(start)
 	t.Logf("fieldgate update:\n%s", out)
 	st := g.waitVersion("2", g.pins(v2)[latest], supervisor.UpdateCommitted, 120*time.Second)
+	t.Logf("FIGURE fieldgate update (verify and stage a %d MiB bundle, switch): %v; to version 2 committed (healthy_for %s): %v",
+		dirSize(t, v2)>>20, installed.Round(10*time.Millisecond), healthyFor, time.Since(start).Round(100*time.Millisecond))
 	if st.Update.Previous == nil || st.Update.Previous.Version != "1" || st.Update.Last.Result != "committed" || st.Update.Last.From != "1" {
 		t.Errorf("update status = %+v", st.Update)
 	}
@@ -199,10 +203,13 @@ func TestSupervisorCannotStart(t *testing.T) {
 	_, tasks := g.pids()
 
 	v2 := g.bundle(bundleSpec{version: "2", fieldgate: g.bins.exit1})
+	start := time.Now()
 	if out, err := g.update(v2); err != nil {
 		t.Fatalf("update to 2: %v\n%s", err, out)
 	}
 	st := g.waitVersion("1", g.pins(v1)[latest], supervisor.UpdateRolledBack, 120*time.Second)
+	t.Logf("FIGURE a version that cannot start rolled back by the boot counter, version 1 serving again, in %v (RestartSec %v)",
+		time.Since(start).Round(100*time.Millisecond), g.unit.restartSec)
 	if l := st.Update.Last; l == nil || !strings.Contains(l.Reason, "version 2 was started 3 times without committing itself (boot counter)") {
 		t.Errorf("last result = %+v", st.Update.Last)
 	}
@@ -310,4 +317,17 @@ func (g *gateway) imageNames() map[string]bool {
 		out[im.Name] = true
 	}
 	return out
+}
+
+// dirSize is the bytes of the files under dir.
+func dirSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
 }
