@@ -200,19 +200,32 @@ func (s *Store) slotComplete(slot string) error {
 	return nil
 }
 
-// lock takes the store's exclusive lock, creating the directory if needed;
-// the returned function releases it.
+// lockWait bounds the wait for the store's lock: an installation holds it
+// while it copies a bundle (seconds); nothing may wait on a stuck one for
+// ever — least of all the boot selector.
+const lockWait = 2 * time.Minute
+
+// lock takes the store's exclusive lock, creating the directory if needed,
+// waiting at most lockWait; the returned function releases it.
 func (s *Store) lock() (func(), error) {
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("slots dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(s.dir, lockFile), os.O_RDWR|os.O_CREATE|noFollow, 0o600)
+	path := filepath.Join(s.dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|noFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("update lock: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("update lock: %w", err)
+	for deadline := time.Now().Add(lockWait); ; {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("update lock %q (held by another fieldgate update?): %w", path, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return func() {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
