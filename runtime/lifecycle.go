@@ -240,6 +240,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("delete container %q: %w", id, err)
 	}
+	r.removePrivate(id)
 	r.log.Info("container removed", "container", id)
 	return nil
 }

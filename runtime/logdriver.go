@@ -57,6 +57,11 @@ func IsLogDriver(args []string) bool {
 // finish) long enough to drain what is left. If the log file cannot be
 // opened it still drains the streams, so the collector never blocks or gets
 // EPIPE on a log write; the error is returned at the end.
+//
+// It runs as root on the host, started by the shim: the file is written
+// through package logrotate, which follows no link and refuses a directory
+// anyone else can write, and Create refuses a log path inside a writable
+// mount — so what the task prints can never land in a file of its choice.
 func RunLogDriver(args []string) error {
 	if !IsLogDriver(args) {
 		return errors.New("log driver: arguments lack " + logDriverKey)

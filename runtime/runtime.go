@@ -42,6 +42,7 @@ type Runtime struct {
 	logDriver   string
 	logMaxBytes int64
 	logFiles    int
+	private     string // WithPrivateDir
 }
 
 // Option configures a Runtime.

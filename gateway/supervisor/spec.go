@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -44,14 +43,14 @@ type Spec struct {
 	// Env is KEY=VALUE, sorted by key.
 	Env []string `json:"env"`
 	// ConfigFile is the host path of the collector's file (mounted read-only
-	// at ContainerConfigPath) and Config its content, written by the supervisor
-	// before the container is created.
+	// at ContainerConfigPath; ConfigFilePath) and Config its content, written
+	// by the supervisor before the container is created.
 	ConfigFile string `json:"config_file"`
 	Config     []byte `json:"config"`
 	// DataDir is the host directory bind-mounted read-write at ContainerDataDir.
 	DataDir string `json:"data_dir"`
 	// LogPath is the host file of the task's stdout and stderr (rotated
-	// next to it): {data_dir}/collectors/{name}/logs/collector.log.
+	// next to it): {data_dir}/logs/{name}/collector.log (LogPath).
 	LogPath string `json:"log_path"`
 	// Mounts are every bind mount: the config file, the data dir and the
 	// broker credential files.
@@ -90,7 +89,7 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 		"DATA_DIR":          ContainerDataDir,
 	}
 	mounts := []Mount{
-		{Source: filepath.Join(dir, "collector.yaml"), Destination: ContainerConfigPath, ReadOnly: true},
+		{Source: ConfigFilePath(cfg, c.Name), Destination: ContainerConfigPath, ReadOnly: true},
 		{Source: dir, Destination: ContainerDataDir},
 	}
 	if cfg.MQTT.Username != "" {
@@ -130,7 +129,7 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 		Name:       c.Name,
 		Image:      c.Image,
 		Env:        envList,
-		ConfigFile: filepath.Join(dir, "collector.yaml"),
+		ConfigFile: ConfigFilePath(cfg, c.Name),
 		Config:     c.ProtocolConfig,
 		DataDir:    dir,
 		LogPath:    LogPath(cfg, c.Name),
@@ -142,11 +141,6 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	}
 	s.Labels = map[string]string{LabelManaged: "true", LabelSpecHash: s.Hash()}
 	return s
-}
-
-// LogPath is the host path of collector name's log file.
-func LogPath(cfg *config.Config, name string) string {
-	return filepath.Join(cfg.CollectorDir(name), "logs", "collector.log")
 }
 
 // EnvValue returns the value of env variable key in s ("" if unset).

@@ -10,7 +10,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -18,7 +17,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -185,6 +183,7 @@ type Supervisor struct {
 	reloadReq chan struct{}
 	changed   chan struct{}
 	ready     chan struct{}
+	reports   *reportReader
 
 	mu            sync.Mutex
 	cfg           *config.Config
@@ -243,6 +242,7 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		reloadReq: make(chan struct{}, 1),
 		changed:   make(chan struct{}, 1),
 		ready:     make(chan struct{}),
+		reports:   newReportReader(o.log),
 	}
 	if cfg.Path != "" {
 		if data, err := os.ReadFile(cfg.Path); err == nil {
@@ -274,10 +274,10 @@ func (s *Supervisor) notify() {
 	}
 }
 
-// Status returns a snapshot, collectors sorted by name.
+// Status returns a snapshot, collectors sorted by name. The collectors' own
+// reports are read after the lock is released, bounded in size and time.
 func (s *Supervisor) Status() Status {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := Status{
 		GatewayID:       s.cfg.Gateway.ID,
 		Version:         s.opts.version,
@@ -300,11 +300,14 @@ func (s *Supervisor) Status() Status {
 		st.Collectors = append(st.Collectors, c)
 	}
 	sort.Slice(st.Collectors, func(i, j int) bool { return st.Collectors[i].Name < st.Collectors[j].Name })
+	dirs := make(map[string]string, len(st.Collectors))
+	for _, c := range st.Collectors {
+		dirs[c.Name] = s.cfg.CollectorDir(c.Name)
+	}
+	s.mu.Unlock()
+	reports := s.reports.readAll(dirs)
 	for i := range st.Collectors {
-		raw, err := os.ReadFile(filepath.Join(s.cfg.CollectorDir(st.Collectors[i].Name), collectorStatusFile))
-		if err == nil && json.Valid(raw) {
-			st.Collectors[i].Report = json.RawMessage(bytes.TrimSpace(raw))
-		}
+		st.Collectors[i].Report = reports[st.Collectors[i].Name]
 	}
 	if s.opts.updateStatus != nil {
 		st.Update = s.opts.updateStatus()
@@ -774,36 +777,4 @@ func BackoffDelay(n int, base, max time.Duration) time.Duration {
 		return max
 	}
 	return d
-}
-
-// writeFiles creates the collector's data dir and writes its config file
-// (atomically, and only when its content changed, so a running container's
-// bind mount keeps pointing at identical content).
-func writeFiles(spec *Spec) error {
-	if err := os.MkdirAll(spec.DataDir, 0o755); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
-	}
-	if old, err := os.ReadFile(spec.ConfigFile); err == nil && bytes.Equal(old, spec.Config) {
-		return nil
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(spec.ConfigFile), ".collector-*.yaml")
-	if err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(spec.Config); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), spec.ConfigFile); err != nil {
-		return fmt.Errorf("write collector config: %w", err)
-	}
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -338,11 +339,26 @@ func Subscribe(t testing.TB, broker, topic string) <-chan Message {
 
 // PtyPair starts socat with two linked pseudo-terminals (raw, no echo), the
 // way a test stands in for an RS-485 line: the collector opens one end, the
-// simulated slave the other. It returns both paths.
+// simulated slave the other. It returns both paths. Each end is made
+// read-write for group dialout (mode 0660), as a udev rule does for a real
+// USB serial adapter, so a collector that is not root reaches it through its
+// group; devpts alone would leave it 0620.
 func PtyPair(t testing.TB) (string, string) {
 	t.Helper()
 	Require(t, "socat")
-	return startPtyPair(t, "pty,raw,echo=0")
+	return startPtyPair(t, ptyOptions)
+}
+
+// ptyOptions are socat's options for a pty end like a serial adapter's node.
+var ptyOptions = "pty,raw,echo=0,perm=0660,group=" + SerialGroup()
+
+// SerialGroup is the numeric id of the group owning serial lines (Debian's
+// dialout, 20 when the host has no such group).
+func SerialGroup() string {
+	if g, err := user.LookupGroup("dialout"); err == nil {
+		return g.Gid
+	}
+	return "20"
 }
 
 // PtyLinks is PtyPair with stable symlink paths (dir/a, dir/b) that socat
@@ -351,11 +367,11 @@ func PtyLinks(t testing.TB, dir string) (*Process, string, string) {
 	t.Helper()
 	Require(t, "socat")
 	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	p := Start(t, "socat", "-d", "-d", "pty,raw,echo=0,link="+a, "pty,raw,echo=0,link="+b)
-	WaitFor(t, 10*time.Second, "socat pty links", func() bool {
-		_, errA := os.Stat(a)
-		_, errB := os.Stat(b)
-		return errA == nil && errB == nil
+	p := Start(t, "socat", "-d", "-d", ptyOptions+",link="+a, ptyOptions+",link="+b)
+	WaitFor(t, 10*time.Second, "socat pty links with their group's access", func() bool {
+		stA, errA := os.Stat(a)
+		stB, errB := os.Stat(b)
+		return errA == nil && errB == nil && stA.Mode().Perm() == 0o660 && stB.Mode().Perm() == 0o660
 	})
 	return p, a, b
 }
@@ -386,10 +402,12 @@ func startPtyPair(t testing.TB, spec string) (string, string) {
 		for sc.Scan() {
 			if m := ptyRe.FindStringSubmatch(sc.Text()); m != nil {
 				found = append(found, m[1])
-				if len(found) == 2 {
-					paths <- found
-					break
-				}
+			}
+			// socat names each pty before it applies perm= and group=;
+			// both ends are ready once it starts moving data.
+			if len(found) == 2 && strings.Contains(sc.Text(), "starting data transfer loop") {
+				paths <- found
+				break
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)

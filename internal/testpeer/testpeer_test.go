@@ -1,7 +1,9 @@
 package testpeer
 
 import (
+	"fmt"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +33,15 @@ func TestMosquittoRoundTrip(t *testing.T) {
 
 func TestPtyPairCarriesBytes(t *testing.T) {
 	a, b := PtyPair(t)
+	for _, p := range []string{a, b} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gid := st.Sys().(*syscall.Stat_t).Gid; st.Mode().Perm() != 0o660 || fmt.Sprint(gid) != SerialGroup() {
+			t.Errorf("%s: mode %v group %d, want 0660 and group %s (a non-root collector reaches it through its group)", p, st.Mode().Perm(), gid, SerialGroup())
+		}
+	}
 	fa, err := os.OpenFile(a, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,8 @@ type containerdRuntime struct {
 // openRuntime connects to containerd (opts after the configured snapshotter).
 func openRuntime(cfg *config.Config, log *slog.Logger, opts ...fgruntime.Option) (*containerdRuntime, error) {
 	rt, err := fgruntime.New(cfg.Runtime.Address, cfg.Runtime.Namespace, log,
-		append([]fgruntime.Option{fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter)}, opts...)...)
+		append([]fgruntime.Option{fgruntime.WithSnapshotter(cfg.Runtime.Snapshotter),
+			fgruntime.WithPrivateDir(supervisor.PrivateDir(cfg))}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func TestRuntimeSpec(t *testing.T) {
 		ProtocolConfig: []byte("transport: tcp\n")}
 	rs := runtimeSpec(supervisor.BuildSpec(cfg, &col))
 	if rs.ID != "m1" || !rs.Privileged || rs.CPUs != 0.5 || rs.MemoryBytes != 64<<20 ||
-		rs.LogPath != "/var/lib/fieldgate/collectors/m1/logs/collector.log" {
+		rs.LogPath != "/var/lib/fieldgate/logs/m1/collector.log" {
 		t.Errorf("spec = %+v", rs)
 	}
 	if len(rs.Devices) != 1 || rs.Devices[0].Host != "/dev/ttyUSB1" || rs.Devices[0].Container != "/dev/ttyUSB0" {
@@ -44,7 +44,7 @@ func TestRuntimeSpec(t *testing.T) {
 		}
 	}
 	for ctr, host := range map[string]string{
-		"/etc/fieldgate/collector.yaml": "/var/lib/fieldgate/collectors/m1/collector.yaml",
+		"/etc/fieldgate/collector.yaml": "/var/lib/fieldgate/config/m1.yaml",
 		"/var/lib/fieldgate":            "/var/lib/fieldgate/collectors/m1",
 		"/etc/fieldgate/mqtt/password":  "/etc/fieldgate/mqtt.pass",
 	} {

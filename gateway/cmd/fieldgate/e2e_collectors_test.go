@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,10 @@ func buildCollector(t *testing.T, name string) string {
 // TestEndToEndCollectors runs the real collector images under the
 // supervisor: a Modbus RTU collector whose /dev/ttyUSB0 is one end of a socat
 // pty pair with pymodbus on the other, and an OPC UA collector against
-// node-opcua. The readings the peers hold must arrive on the broker.
+// node-opcua. The readings the peers hold must arrive on the broker. Neither
+// is privileged: both run as their own user, not root, under seccomp and
+// without capabilities; the RTU collector reaches its line through the pty's
+// group (dialout, mode 0660, as udev makes a USB adapter).
 func TestEndToEndCollectors(t *testing.T) {
 	testpeer.Require(t, "containerd", "mosquitto", "socat", "pymodbus", "node")
 	e := newE2E(t)
@@ -51,6 +55,7 @@ collectors:
   - name: modbus-line3
     image: fieldgate/collector-modbus:real
     poll_interval: 500ms
+    privileged: false
     devices: ["%s:/dev/ttyUSB0"]
     modbus:
       transport: rtu
@@ -122,10 +127,34 @@ collectors:
 		}
 	}
 	for _, name := range []string{"modbus-line3", "opcua-boiler"} {
-		if c := e.collector(name); c.Restarts != 0 {
+		c := e.collector(name)
+		if c.Restarts != 0 {
 			t.Errorf("%s restarted %d times:\n%s", name, c.Restarts, e.logsOf(name))
 		}
+		ids := procStatusLines(t, c.Pid, "Uid", "Groups", "Seccomp", "CapEff")
+		if uid := strings.Fields(ids["Uid"]); len(uid) == 0 || uid[0] == "0" || ids["Seccomp"] != "2" || ids["CapEff"] != "0000000000000000" {
+			t.Errorf("%s runs with %v: want a user other than root, seccomp filtering (2), no capabilities", name, ids)
+		}
+		if name == "modbus-line3" && !slices.Contains(strings.Fields(ids["Groups"]), testpeer.SerialGroup()) {
+			t.Errorf("%s groups %q lack the serial line's group %s", name, ids["Groups"], testpeer.SerialGroup())
+		}
 	}
+}
+
+// procStatusLines returns the named lines of /proc/PID/status.
+func procStatusLines(t *testing.T, pid uint32, keys ...string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && slices.Contains(keys, k) {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out
 }
 
 func (e *e2e) logsOf(name string) string {

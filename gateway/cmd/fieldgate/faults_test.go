@@ -792,7 +792,7 @@ func TestFaultBrokerRefusesCredentials(t *testing.T) {
 	rec := newRecorder(t, e.broker, "sub", "subpw")
 	e.start()
 	started := e.waitCollector(name, "collector running", 60*time.Second, func(supervisor.CollectorStatus) bool { return true })
-	logFile := filepath.Join(e.dir, "collectors", name, "logs", "collector.log")
+	logFile := filepath.Join(e.dir, "logs", name, "collector.log")
 	queueDir := filepath.Join(e.dir, "collectors", name, "queue")
 	failures := func() []string {
 		b, _ := os.ReadFile(logFile)

@@ -4,15 +4,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"fieldgate/gateway/supervisor"
 	"fieldgate/runtime/logrotate"
 )
 
 // cmdLogs prints a collector's recent log lines. It reads the rotated log
-// files the runtime's log driver writes under
-// {data_dir}/collectors/NAME/logs/ directly, so it works while the
-// supervisor is down.
+// files the runtime's log driver writes under {data_dir}/logs/NAME/
+// directly, so it works while the supervisor is down; lines an earlier
+// version wrote under {data_dir}/collectors/NAME/logs/ (inside the data dir
+// the collector can write) come first, read without following any link.
 func cmdLogs(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("logs", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -34,10 +36,20 @@ func cmdLogs(args []string, stdout, stderr io.Writer) error {
 	for _, c := range cfg.Collectors {
 		known = known || c.Name == name
 	}
+	if !known && (filepath.Base(name) != name || name == "." || name == "..") {
+		return fmt.Errorf("no collector %q in %s", name, *path) // a name becomes part of a path
+	}
 	logPath := supervisor.LogPath(cfg, name)
 	lines, err := logrotate.LastLines(logPath, *n)
 	if err != nil {
 		return fmt.Errorf("logs of %q: %w", name, err)
+	}
+	if len(lines) < *n {
+		older, err := logrotate.LastLinesBeneath(supervisor.LegacyLogDir(cfg, name), supervisor.LegacyLogName, *n-len(lines))
+		if err != nil {
+			return fmt.Errorf("logs of %q: %w", name, err)
+		}
+		lines = append(older, lines...)
 	}
 	if len(lines) == 0 && !known {
 		return fmt.Errorf("no collector %q in %s and no log at %s", name, *path, logPath)

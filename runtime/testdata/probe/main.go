@@ -6,6 +6,12 @@
 //	device.txt       the first line read from $PROBE_DEVICE ("pong\n" is written back),
 //	                 or the hex of 4 bytes when PROBE_DEVICE_READ=bytes
 //
+// report.json also holds what the probe may do inside — the answers a
+// compromised collector would get: its uid, gid and groups, its capabilities,
+// no_new_privs and seccomp mode (/proc/self/status), and the error (or "")
+// of opening a raw socket, mounting a tmpfs, becoming root, and running a
+// program copied into /tmp; PROBE_SECRET names a file it tries to read.
+//
 // PROBE_LOG_LINES=N prints N numbered lines, then creates log-lines-done; PROBE_IGNORE_TERM=1 ignores
 // SIGTERM (as PID 1 without a handler does); PROBE_EXIT=N exits with code N
 // after reporting. Otherwise it runs until SIGTERM and prints "probe stopping".
@@ -18,9 +24,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -32,6 +40,9 @@ func errText(err error) string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "exec-check" {
+		os.Exit(0) // run from /tmp: it should never get here
+	}
 	fmt.Println("probe started")
 	fmt.Fprintln(os.Stderr, "probe stderr")
 	data := os.Getenv("DATA_DIR")
@@ -57,6 +68,20 @@ func main() {
 		"tmp_write":    errText(os.WriteFile("/tmp/probe-test", []byte("x"), 0o644)),
 		"hostname":     host,
 		"uid":          os.Getuid(),
+		"gid":          os.Getgid(),
+		"groups":       groups(),
+		"proc_status":  procStatus("CapEff", "CapPrm", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"),
+		"raw_socket":   errText(rawSocket()),
+		"mount":        errText(mountTmpfs()),
+		"setuid_root":  errText(syscall.Setuid(0)),
+		"tmp_exec":     errText(execFromTmp()),
+	}
+	if p := os.Getenv("PROBE_SECRET"); p != "" {
+		b, err := os.ReadFile(p)
+		report["secret"], report["secret_error"] = string(b), errText(err)
+	}
+	if st, err := os.Stat(data); err == nil {
+		report["data_dir_mode"] = fmt.Sprintf("%#o", st.Mode().Perm())
 	}
 	b, _ := json.Marshal(report)
 	if err := writeAtomic(filepath.Join(data, "report.json"), b); err != nil {
@@ -116,4 +141,62 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+func groups() []int {
+	g, _ := os.Getgroups()
+	return g
+}
+
+// procStatus returns the named lines of /proc/self/status.
+func procStatus(keys ...string) map[string]string {
+	out := map[string]string{}
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		for _, want := range keys {
+			if k == want {
+				out[k] = strings.TrimSpace(v)
+			}
+		}
+	}
+	return out
+}
+
+// rawSocket opens a raw IP socket (what sniffing or spoofing Modbus TCP on
+// the host network needs: CAP_NET_RAW).
+func rawSocket() error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_TCP)
+	if err == nil {
+		syscall.Close(fd)
+	}
+	return err
+}
+
+func mountTmpfs() error {
+	dir := "/tmp/probe-mount"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m")
+	if err == nil {
+		syscall.Unmount(dir, 0)
+	}
+	return err
+}
+
+// execFromTmp copies the probe's own binary into /tmp and runs it.
+func execFromTmp() error {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return fmt.Errorf("read own binary: %w", err)
+	}
+	dst := "/tmp/probe-exec"
+	if err := os.WriteFile(dst, self, 0o755); err != nil {
+		return fmt.Errorf("copy to /tmp: %w", err)
+	}
+	return exec.Command(dst, "exec-check").Run()
 }
