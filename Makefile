@@ -41,7 +41,7 @@ build: ## build every command into bin/
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./gateway/cmd/... ./collectors/cmd/... ./devices/cmd/...
 
-images: ## build the collector OCI image archives into dist/images/
+images: ## build the collector OCI image archives into dist/images/ and the lab-bench images into dist/bench-images/
 	@VERSION=$(VERSION) firmware/build-images.sh
 
 test: setup ## run every test (unit, real-peer integration, short fuzzing) — what CI runs

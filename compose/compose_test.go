@@ -1,12 +1,16 @@
-// Package compose holds the lab-bench docker-compose files. No Docker engine
-// runs in CI, so this test checks the files against the collectors' own
-// parsers: every environment variable a service sets is one a collector
-// reads, its values are valid, and each mounted collector file parses.
+// Package compose holds the lab-bench docker-compose files. This test checks
+// them against the collectors' own parsers without a Docker engine: every
+// environment variable a service sets is one a collector reads, its values
+// are valid, each mounted collector file parses, every image is one the
+// project builds, and the simulated devices serve what the collectors read.
+// compose/benchtest runs the bench for real on a private Docker engine.
 package compose
 
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,14 +19,23 @@ import (
 	"fieldgate/collectors/modbus"
 	"fieldgate/collectors/opcua"
 	"fieldgate/collectors/runenv"
+	"fieldgate/devices/profiles"
 )
 
 type service struct {
 	Image       string            `yaml:"image"`
 	ReadOnly    bool              `yaml:"read_only"`
+	Privileged  bool              `yaml:"privileged"`
+	Devices     []string          `yaml:"devices"`
+	Profiles    []string          `yaml:"profiles"`
+	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Volumes     []string          `yaml:"volumes"`
 }
+
+// projectImages are the images `make images` builds; the bench uses no other.
+var projectImages = []string{"fieldgate/collector-modbus:latest", "fieldgate/collector-opcua:latest",
+	"fieldgate/devsim:latest", "fieldgate/mosquitto:latest"}
 
 // knownEnv is every variable the collectors read.
 var knownEnv = map[string]bool{
@@ -44,13 +57,16 @@ func TestComposeServicesMatchTheCollectors(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &file); err != nil {
 		t.Fatal(err)
 	}
-	collectors := 0
+	var collectors []string
 	for name, svc := range file.Services {
+		if !slices.Contains(projectImages, svc.Image) {
+			t.Errorf("service %s: image %q is not one the project builds (%v): the bench pulls from no registry", name, svc.Image, projectImages)
+		}
 		protocol, ok := strings.CutPrefix(strings.TrimSuffix(svc.Image, ":latest"), "fieldgate/collector-")
 		if !ok {
 			continue
 		}
-		collectors++
+		collectors = append(collectors, name)
 		t.Run(name, func(t *testing.T) {
 			if !svc.ReadOnly {
 				t.Errorf("collector %q should run with a read-only root file system, as on the gateway", name)
@@ -97,7 +113,54 @@ func TestComposeServicesMatchTheCollectors(t *testing.T) {
 			}
 		})
 	}
-	if collectors != 2 {
-		t.Errorf("found %d collector services, want the modbus and the opcua one", collectors)
+	slices.Sort(collectors)
+	if want := []string{"modbus", "modbus-serial", "opcua"}; !slices.Equal(collectors, want) {
+		t.Errorf("collector services %v, want %v", collectors, want)
+	}
+	// The serial collector, as the deployment guide shows it.
+	serial := file.Services["modbus-serial"]
+	if !serial.Privileged || !slices.Equal(serial.Devices, []string{"/dev/ttyUSB0:/dev/ttyUSB0"}) || !slices.Equal(serial.Profiles, []string{"serial"}) {
+		t.Errorf("modbus-serial: privileged %v, devices %v, profiles %v; want true, [/dev/ttyUSB0:/dev/ttyUSB0], [serial]",
+			serial.Privileged, serial.Devices, serial.Profiles)
+	}
+	checkSimulatedDevices(t, file.Services)
+}
+
+// checkSimulatedDevices: the OPC UA collector's nodes are variables devsim
+// opcua serves (ns=1;s=DEVICE.TAG of the profile given to --device), and the
+// Modbus collector's devices are units devsim modbus serves with the same
+// profile.
+func checkSimulatedDevices(t *testing.T, svcs map[string]service) {
+	flagValues := func(cmd []string, flag string) map[string]string {
+		out := map[string]string{}
+		for i := 0; i+1 < len(cmd); i++ {
+			if cmd[i] == flag {
+				k, v, _ := strings.Cut(cmd[i+1], "=")
+				out[k] = v
+			}
+		}
+		return out
+	}
+	devices := flagValues(svcs["devsim-opcua"].Command, "--device")
+	var c opcua.Config
+	if err := c.ApplyEnv(func(k string) string { return svcs["opcua"].Environment[k] }); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		dev, tag, ok := strings.Cut(strings.TrimPrefix(n.NodeID, "ns=1;s="), ".")
+		p, err := profiles.Lookup(devices[dev])
+		if !ok || err != nil || !slices.ContainsFunc(p.Tags, func(pt profiles.Tag) bool { return pt.Name == tag }) {
+			t.Errorf("OPC UA node %s: devsim opcua serves no such variable (devices %v)", n.NodeID, devices)
+		}
+	}
+	units := flagValues(svcs["devsim-modbus"].Command, "--unit")
+	cfg, err := modbus.LoadConfig("modbus.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cfg.Devices {
+		if got := units[strconv.Itoa(d.UnitID)]; got != d.Profile {
+			t.Errorf("device %s: unit %d has profile %q in devsim modbus, %q in modbus.yaml", d.Name, d.UnitID, got, d.Profile)
+		}
 	}
 }

@@ -831,11 +831,7 @@ func (v *validator) expandProfile(d *Device, paths []string, path, who string) (
 			used[i] = true
 			continue
 		}
-		tags = append(tags, Tag{
-			Name: pt.Name, Table: Table(pt.Table), Address: pt.Address, Type: DataType(pt.Type),
-			ByteOrder: pt.ByteOrder, Scale: pt.Scale, Offset: pt.Offset, Bit: pt.Bit,
-			Length: pt.Length, Unit: pt.Unit, Pos: d.Pos,
-		})
+		tags = append(tags, profileTag(&pt, d.Pos))
 		tagPaths = append(tagPaths, "")
 	}
 	for i, t := range d.Tags {
@@ -845,4 +841,13 @@ func (v *validator) expandProfile(d *Device, paths []string, path, who string) (
 		}
 	}
 	return tags, tagPaths, true
+}
+
+// profileTag is a profile's tag as a collector tag at position pos.
+func profileTag(pt *profiles.Tag, pos configfile.Pos) Tag {
+	return Tag{
+		Name: pt.Name, Table: Table(pt.Table), Address: pt.Address, Type: DataType(pt.Type),
+		ByteOrder: pt.ByteOrder, Scale: pt.Scale, Offset: pt.Offset, Bit: pt.Bit,
+		Length: pt.Length, Unit: pt.Unit, Pos: pos,
+	}
 }

@@ -7,7 +7,9 @@
 //	name: eastron-sdm120
 //	vendor: Eastron
 //	model: SDM120-Modbus
-//	datasheet: "Eastron SDM120 ... V2.x"
+//	kind: energy_meter
+//	datasheet: "Eastron SDM120-Modbus ... Modbus Protocol Implementation"
+//	revision: "V2.1"
 //	tags:
 //	  - {name: voltage, table: input_register, address: 0x0000, type: float32, byte_order: ABCD, unit: V,
 //	     sim: {kind: sine, min: 228, max: 234, period: 60s}}
@@ -22,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"slices"
 	"sort"
@@ -38,14 +41,42 @@ var files embed.FS
 // Profile is the register map of one device model.
 type Profile struct {
 	// Name is the profile's id as used in `profile:` (e.g. "eastron-sdm630").
-	Name        string `yaml:"name"`
-	Vendor      string `yaml:"vendor"`
-	Model       string `yaml:"model"`
+	Name   string `yaml:"name"`
+	Vendor string `yaml:"vendor"`
+	Model  string `yaml:"model"`
+	// Kind is what the device is, one of Kinds; empty in a user's own file
+	// means unknown. Every embedded profile has one.
+	Kind        string `yaml:"kind"`
 	Description string `yaml:"description"`
-	// Datasheet names the document (title and version or date) the map was
-	// transcribed from; "synthetic" profiles say so here.
+	// Datasheet names the document the map was transcribed from (title,
+	// publisher and document number); synthetic profiles say so here.
 	Datasheet string `yaml:"datasheet"`
-	Tags      []Tag  `yaml:"tags"`
+	// Revision is the document's revision, version or date as printed on
+	// it ("V1.5", "Rev. A", "04"): register maps change between revisions.
+	Revision string `yaml:"revision"`
+	Tags     []Tag  `yaml:"tags"`
+}
+
+// Kinds are the valid Profile.Kind values.
+var Kinds = []string{KindEnergyMeter, KindPowerAnalyser, KindDrive, KindTemperatureController, KindSynthetic}
+
+// Profile kinds.
+const (
+	KindEnergyMeter           = "energy_meter"
+	KindPowerAnalyser         = "power_analyser"
+	KindDrive                 = "drive"
+	KindTemperatureController = "temperature_controller"
+	// KindSynthetic is a map made up for tests, demos and benchmarks.
+	KindSynthetic = "synthetic"
+)
+
+// Source is the profile's citation on one line: the datasheet, then its
+// revision ("…, V1.5").
+func (p *Profile) Source() string {
+	if p.Revision == "" || p.Datasheet == "" {
+		return p.Datasheet + p.Revision
+	}
+	return p.Datasheet + ", " + p.Revision
 }
 
 // Tag is one value of the device. Field meanings are those of a Modbus tag in
@@ -251,8 +282,9 @@ type validationError struct {
 
 func (e *validationError) Error() string { return e.msg }
 
-// Validate checks the profile: a name, unique tag names, known tables, types
-// and byte orders, addresses within 0..65535 including the tag's width,
+// Validate checks the profile: a name, a kind from Kinds when set, unique tag
+// names, known tables, types and byte orders, addresses within 0..65535
+// including the tag's width,
 // strings with a length, bits 0..15 on bool register tags only, no two tags
 // sharing an address (bit tags may share a register with each other and with
 // one int16/uint16 tag, the "status word" pattern), and valid sim settings.
@@ -264,6 +296,9 @@ func (p *Profile) validate() error {
 	}
 	if len(p.Tags) == 0 {
 		return &validationError{-1, fmt.Sprintf("profile %q has no tags", p.Name)}
+	}
+	if p.Kind != "" && !slices.Contains(Kinds, p.Kind) {
+		return &validationError{-1, fmt.Sprintf("profile %q: unknown kind %q (valid: %s)", p.Name, p.Kind, strings.Join(Kinds, ", "))}
 	}
 	seen := map[string]bool{}
 	type key struct {
@@ -381,3 +416,17 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Load returns the profile arg names: an embedded profile's name, or the path
+// of a profile YAML file when arg contains a '/' or ends in .yaml or .yml
+// (parsed and validated like the embedded ones).
+func Load(arg string) (*Profile, error) {
+	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
+		data, err := os.ReadFile(arg)
+		if err != nil {
+			return nil, fmt.Errorf("profile file: %w", err)
+		}
+		return Parse(arg, data)
+	}
+	return Lookup(arg)
+}

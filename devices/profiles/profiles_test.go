@@ -32,8 +32,11 @@ func TestEmbeddedProfilesParseStrictly(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Lookup(%q): %v", name, err)
 		}
-		if p.Datasheet == "" || p.Vendor == "" || p.Model == "" {
-			t.Errorf("%s: datasheet, vendor and model are required", name)
+		if p.Datasheet == "" || p.Vendor == "" || p.Model == "" || p.Kind == "" {
+			t.Errorf("%s: datasheet, vendor, model and kind are required", name)
+		}
+		if p.Kind != KindSynthetic && p.Revision == "" {
+			t.Errorf("%s: a real device's profile must cite the revision of its document", name)
 		}
 		tags := map[string]bool{}
 		for _, tag := range p.Tags {
@@ -44,45 +47,6 @@ func TestEmbeddedProfilesParseStrictly(t *testing.T) {
 			if tag.Address < 0 || tag.Address+tag.Width() > 65536 {
 				t.Errorf("%s: tag %q address %d width %d out of range", name, tag.Name, tag.Address, tag.Width())
 			}
-		}
-	}
-}
-
-// TestEastronAddresses pins the registers that the datasheets define and that
-// demos and docs refer to, so an edit of the YAML cannot silently move them.
-func TestEastronAddresses(t *testing.T) {
-	tests := []struct {
-		profile, tag string
-		address      int
-	}{
-		{"eastron-sdm630", "voltage_l1", 0x0000},
-		{"eastron-sdm630", "current_l1", 0x0006},
-		{"eastron-sdm630", "power_total", 0x0034},
-		{"eastron-sdm630", "frequency", 0x0046},
-		{"eastron-sdm630", "import_energy", 0x0048},
-		{"eastron-sdm630", "export_energy", 0x004A},
-		{"eastron-sdm630", "voltage_l1_l2", 0x00C8},
-		{"eastron-sdm630", "total_energy", 0x0156},
-		{"eastron-sdm120", "voltage", 0x0000},
-		{"eastron-sdm120", "current", 0x0006},
-		{"eastron-sdm120", "active_power", 0x000C},
-		{"eastron-sdm120", "frequency", 0x0046},
-		{"eastron-sdm120", "import_energy", 0x0048},
-		{"eastron-sdm120", "total_energy", 0x0156},
-	}
-	for _, tc := range tests {
-		p, err := Lookup(tc.profile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := slices.IndexFunc(p.Tags, func(tag Tag) bool { return tag.Name == tc.tag })
-		if i < 0 {
-			t.Errorf("%s: no tag %q", tc.profile, tc.tag)
-			continue
-		}
-		tag := p.Tags[i]
-		if tag.Address != tc.address || tag.Table != "input_register" || tag.Type != "float32" || tag.Order() != "ABCD" {
-			t.Errorf("%s/%s = %s %#x %s %s, want input_register %#x float32 ABCD", tc.profile, tc.tag, tag.Table, tag.Address, tag.Type, tag.Order(), tc.address)
 		}
 	}
 }
@@ -261,6 +225,111 @@ func TestSimStaysInRange(t *testing.T) {
 					t.Fatalf("%s/%s: sim value %v outside [%v, %v]", name, tag.Name, v, lo, hi)
 				}
 			}
+		}
+	}
+}
+
+// TestLibraryCoversTheDeviceKinds: the library has at least eight real
+// devices from several makers, among them a drive, a temperature controller
+// and a power analyser, each citing a document and its revision.
+func TestLibraryCoversTheDeviceKinds(t *testing.T) {
+	all, err := All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	real, makers, kinds := 0, map[string]bool{}, map[string]int{}
+	for _, p := range all {
+		if p.Kind == KindSynthetic {
+			continue
+		}
+		real++
+		makers[p.Vendor] = true
+		kinds[p.Kind]++
+	}
+	if real < 8 {
+		t.Errorf("%d real device profiles, want at least 8", real)
+	}
+	if kinds[KindEnergyMeter] < 3 || len(makers) < 5 {
+		t.Errorf("energy meters %d (want >= 3), makers %d (want >= 5)", kinds[KindEnergyMeter], len(makers))
+	}
+	for _, k := range []string{KindDrive, KindTemperatureController, KindPowerAnalyser} {
+		if kinds[k] == 0 {
+			t.Errorf("no profile of kind %s", k)
+		}
+	}
+}
+
+// TestRegisterMapsPinned pins registers of each real device as its document
+// gives them (address on the wire, table, type, byte order, scale), so an
+// edit of a YAML file cannot move them silently. The comments name the
+// document's own numbering where it differs from the wire address.
+func TestRegisterMapsPinned(t *testing.T) {
+	tests := []struct {
+		profile, tag string
+		table        string
+		address      int
+		typ, order   string
+		scale        float64
+	}{
+		{"eastron-sdm630", "voltage_l1", "input_register", 0x0000, "float32", "ABCD", 1},
+		{"eastron-sdm630", "current_l1", "input_register", 0x0006, "float32", "ABCD", 1},
+		{"eastron-sdm630", "power_total", "input_register", 0x0034, "float32", "ABCD", 1},
+		{"eastron-sdm630", "frequency", "input_register", 0x0046, "float32", "ABCD", 1},
+		{"eastron-sdm630", "import_energy", "input_register", 0x0048, "float32", "ABCD", 1},
+		{"eastron-sdm630", "export_energy", "input_register", 0x004A, "float32", "ABCD", 1},
+		{"eastron-sdm630", "voltage_l1_l2", "input_register", 0x00C8, "float32", "ABCD", 1},
+		{"eastron-sdm630", "total_energy", "input_register", 0x0156, "float32", "ABCD", 1},
+		{"eastron-sdm120", "voltage", "input_register", 0x0000, "float32", "ABCD", 1},
+		{"eastron-sdm120", "current", "input_register", 0x0006, "float32", "ABCD", 1},
+		{"eastron-sdm120", "active_power", "input_register", 0x000C, "float32", "ABCD", 1},
+		{"eastron-sdm120", "frequency", "input_register", 0x0046, "float32", "ABCD", 1},
+		{"eastron-sdm120", "import_energy", "input_register", 0x0048, "float32", "ABCD", 1},
+		{"eastron-sdm120", "total_energy", "input_register", 0x0156, "float32", "ABCD", 1},
+		{"schneider-iem3250", "current_l1", "holding_register", 2999, "float32", "ABCD", 1},         // register 3000
+		{"schneider-iem3250", "voltage_l1_n", "holding_register", 3027, "float32", "ABCD", 1},       // register 3028
+		{"schneider-iem3250", "active_power_total", "holding_register", 3059, "float32", "ABCD", 1}, // register 3060, kW
+		{"schneider-iem3250", "frequency", "holding_register", 3109, "float32", "ABCD", 1},          // register 3110
+		{"schneider-iem3250", "active_energy_import", "holding_register", 3203, "int64", "ABCD", 1}, // register 3204, Wh
+		{"schneider-iem3250", "meter_model", "holding_register", 49, "string", "ABCD", 1},           // register 50
+		{"abb-b23", "active_import_energy", "holding_register", 0x5000, "uint64", "ABCD", 0.01},
+		{"abb-b23", "voltage_l1_n", "holding_register", 0x5B00, "uint32", "ABCD", 0.1},
+		{"abb-b23", "current_l1", "holding_register", 0x5B0C, "uint32", "ABCD", 0.01},
+		{"abb-b23", "active_power_total", "holding_register", 0x5B14, "int32", "ABCD", 0.01},
+		{"abb-b23", "frequency", "holding_register", 0x5B2C, "uint16", "ABCD", 0.01},
+		{"abb-b23", "power_factor_total", "holding_register", 0x5B3A, "int16", "ABCD", 0.001},
+		{"carlo-gavazzi-em24", "voltage_l1_n", "input_register", 0x0000, "int32", "CDAB", 0.1},
+		{"carlo-gavazzi-em24", "current_l1", "input_register", 0x000C, "int32", "CDAB", 0.001},
+		{"carlo-gavazzi-em24", "power_sys", "input_register", 0x0028, "int32", "CDAB", 0.1},
+		{"carlo-gavazzi-em24", "power_factor_sys", "input_register", 0x0035, "int16", "ABCD", 0.001},
+		{"carlo-gavazzi-em24", "frequency", "input_register", 0x0037, "int16", "ABCD", 0.1},
+		{"carlo-gavazzi-em24", "energy_import_total", "input_register", 0x003E, "int32", "CDAB", 0.1},
+		{"janitza-umg96rm", "voltage_l1_n", "holding_register", 19000, "float32", "ABCD", 1},
+		{"janitza-umg96rm", "real_power_sum", "holding_register", 19026, "float32", "ABCD", 1},
+		{"janitza-umg96rm", "frequency", "holding_register", 19050, "float32", "ABCD", 1},
+		{"janitza-umg96rm", "real_energy_consumed_sum", "holding_register", 19068, "float32", "ABCD", 1},
+		{"janitza-umg96rm", "thd_i_l3", "holding_register", 19120, "float32", "ABCD", 1},
+		{"eaton-mmx", "control_word", "holding_register", 2000, "uint16", "ABCD", 1},      // ID 2001, register 42001
+		{"eaton-mmx", "status_word", "holding_register", 2100, "uint16", "ABCD", 1},       // ID 2101, register 42101
+		{"eaton-mmx", "motor_frequency", "holding_register", 2103, "int16", "ABCD", 0.01}, // ID 2104
+		{"eaton-mmx", "motor_current", "holding_register", 2105, "uint16", "ABCD", 0.01},  // ID 2106
+		{"eurotherm-3200", "process_value", "holding_register", 1, "int16", "ABCD", 0.1},  // PV.IN
+		{"eurotherm-3200", "working_output", "holding_register", 4, "int16", "ABCD", 0.1}, // WRK.OP
+		{"eurotherm-3200", "remote_setpoint", "holding_register", 26, "int16", "ABCD", 0.1},
+	}
+	for _, tc := range tests {
+		p, err := Lookup(tc.profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(p.Tags, func(tag Tag) bool { return tag.Name == tc.tag })
+		if i < 0 {
+			t.Errorf("%s: no tag %q", tc.profile, tc.tag)
+			continue
+		}
+		tag := p.Tags[i]
+		if tag.Table != tc.table || tag.Address != tc.address || tag.Type != tc.typ || tag.Order() != tc.order || tag.ScaleOr1() != tc.scale {
+			t.Errorf("%s/%s = %s %d %s %s ×%v, want %s %d %s %s ×%v", tc.profile, tc.tag,
+				tag.Table, tag.Address, tag.Type, tag.Order(), tag.ScaleOr1(), tc.table, tc.address, tc.typ, tc.order, tc.scale)
 		}
 	}
 }

@@ -74,6 +74,15 @@ type Config struct {
 	Dirs []string
 	// Env is the image's default environment ("KEY=value").
 	Env []string
+	// Cmd is the image's default arguments to the entrypoint (Docker's CMD);
+	// `docker run IMAGE args…` and compose's command: replace them.
+	Cmd []string
+	// User is the user the image runs as ("1883:1883", numeric so that no
+	// /etc/passwd is needed); empty means root.
+	User string
+	// Files are extra files put into every platform's image: a broker's
+	// shared libraries, a default config. Parent directories are created.
+	Files []File
 	// Labels are OCI config labels (org.opencontainers.image.version is
 	// added from the first tag unless set).
 	Labels map[string]string
@@ -87,6 +96,14 @@ type Config struct {
 	// MaxImageBytes limits each platform's image size; 0 means
 	// DefaultMaxImageBytes, negative means no limit.
 	MaxImageBytes int64
+}
+
+// File is one extra file of an image: the host file Source (its content,
+// symlinks followed) at the absolute path Path, with Mode (0 means 0644).
+type File struct {
+	Source string
+	Path   string
+	Mode   int64
 }
 
 // PlatformImage is one platform's image in a built archive.
@@ -245,6 +262,25 @@ func (c *Config) normalize() error {
 	if c.Dirs == nil {
 		c.Dirs = DefaultDirs
 	}
+	seen := map[string]bool{path.Clean(c.Entrypoint): true}
+	for _, f := range c.Files {
+		switch st, err := os.Stat(f.Source); {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("file for %q: %w", f.Path, err))
+		case !st.Mode().IsRegular():
+			errs = append(errs, fmt.Errorf("file for %q: %q is not a regular file", f.Path, f.Source))
+		}
+		if !path.IsAbs(f.Path) || f.Path != path.Clean(f.Path) {
+			errs = append(errs, fmt.Errorf("file path %q is not a clean absolute path", f.Path))
+		}
+		if seen[path.Clean(f.Path)] {
+			errs = append(errs, fmt.Errorf("file path %q given twice (or is the entrypoint)", f.Path))
+		}
+		seen[path.Clean(f.Path)] = true
+		if f.Mode&^0o7777 != 0 {
+			errs = append(errs, fmt.Errorf("file %q: mode %o is not a permission mode", f.Path, f.Mode))
+		}
+	}
 	for _, d := range c.Dirs {
 		if !path.IsAbs(d) {
 			errs = append(errs, fmt.Errorf("directory %q is not an absolute path", d))
@@ -297,7 +333,13 @@ func buildImage(cfg Config, platform, binary string) (v1.Image, *v1.Platform, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("binary for %s: %w", platform, err)
 	}
-	layerTar, err := rootfsTar(cfg, bin)
+	files := make([][]byte, len(cfg.Files))
+	for i, f := range cfg.Files {
+		if files[i], err = os.ReadFile(f.Source); err != nil {
+			return nil, nil, fmt.Errorf("platform %s: file %q: %w", platform, f.Path, err)
+		}
+	}
+	layerTar, err := rootfsTar(cfg, bin, files)
 	if err != nil {
 		return nil, nil, fmt.Errorf("platform %s: layer: %w", platform, err)
 	}
@@ -332,6 +374,8 @@ func buildImage(cfg Config, platform, binary string) (v1.Image, *v1.Platform, er
 	cf.Created = v1.Time{Time: cfg.Created}
 	cf.Config.Entrypoint = []string{cfg.Entrypoint}
 	cf.Config.Env = append([]string(nil), cfg.Env...)
+	cf.Config.Cmd = append([]string(nil), cfg.Cmd...)
+	cf.Config.User = cfg.User
 	cf.Config.Labels = labels
 	cf.Config.WorkingDir = "/"
 	img, err = mutate.ConfigFile(img, cf)
@@ -342,8 +386,9 @@ func buildImage(cfg Config, platform, binary string) (v1.Image, *v1.Platform, er
 }
 
 // rootfsTar is the layer's uncompressed tar: parent directories first, then
-// the binary (root-owned, 0755), every entry stamped with cfg.Created.
-func rootfsTar(cfg Config, bin []byte) ([]byte, error) {
+// the binary (root-owned, 0755) and the extra files (contents in files, in
+// cfg.Files order), every entry stamped with cfg.Created.
+func rootfsTar(cfg Config, bin []byte, files [][]byte) ([]byte, error) {
 	dirs := map[string]bool{}
 	var order []string
 	addDir := func(d string) {
@@ -360,6 +405,9 @@ func rootfsTar(cfg Config, bin []byte) ([]byte, error) {
 		addDir(d)
 	}
 	addDir(path.Dir(cfg.Entrypoint))
+	for _, f := range cfg.Files {
+		addDir(path.Dir(f.Path))
+	}
 
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -383,6 +431,21 @@ func rootfsTar(cfg Config, bin []byte) ([]byte, error) {
 	}
 	if _, err := tw.Write(bin); err != nil {
 		return nil, err
+	}
+	for i, f := range cfg.Files {
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		if err := tw.WriteHeader(&tar.Header{
+			Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.Path, "/"), Mode: mode,
+			Size: int64(len(files[i])), ModTime: cfg.Created, Format: tar.FormatPAX,
+		}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(files[i]); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package ociimage_test
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -271,6 +272,9 @@ func TestBuildRejects(t *testing.T) {
 		{"missing binary", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: map[string]string{"linux/amd64": "/nonexistent/x"}}, "binary for linux/amd64"},
 		{"bad tag", ociimage.Config{Name: "a/b", Tags: []string{"no spaces"}, Binaries: bins}, `tag "no spaces"`},
 		{"too big", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: bins, MaxImageBytes: 1000}, "over the limit of 1000 bytes"},
+		{"missing file", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: bins, Files: []ociimage.File{{Source: "/nonexistent/lib.so", Path: "/lib/lib.so"}}}, `file for "/lib/lib.so"`},
+		{"relative file path", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: bins, Files: []ociimage.File{{Source: bins["linux/amd64"], Path: "lib/x"}}}, `file path "lib/x" is not a clean absolute path`},
+		{"file over entrypoint", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: bins, Files: []ociimage.File{{Source: bins["linux/amd64"], Path: "/hello"}}}, `file path "/hello" given twice`},
 		{"docker platform without binary", ociimage.Config{Name: "a/b", Tags: []string{"1"}, Binaries: map[string]string{"linux/arm64": bins["linux/arm64"], "linux/arm/v7": bins["linux/arm/v7"]}}, `docker platform "linux/amd64" has no binary`},
 	}
 	for _, tt := range tests {
@@ -344,4 +348,74 @@ func keys(m map[string][]byte) []string {
 		k = append(k, n)
 	}
 	return k
+}
+
+// TestBuildExtraFiles: extra files land in the layer with their modes and
+// parent directories, and the config carries the default command and user
+// (what the lab bench's broker image needs).
+func TestBuildExtraFiles(t *testing.T) {
+	bins := helloBinaries(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "broker.conf")
+	if err := os.WriteFile(conf, []byte("listener 1883\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "img.tar")
+	_, err := ociimage.Build(ociimage.Config{
+		Name: "fieldgate/x", Tags: []string{"1"}, Binaries: map[string]string{"linux/amd64": bins["linux/amd64"]},
+		Files: []ociimage.File{{Source: conf, Path: "/etc/x/broker.conf"}, {Source: bins["linux/amd64"], Path: "/usr/lib/x/helper", Mode: 0o755}},
+		Cmd:   []string{"-c", "/etc/x/broker.conf"}, User: "1883:1883",
+	}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := readTar(t, out)
+	var dm []struct {
+		Config string
+		Layers []string
+	}
+	if err := json.Unmarshal(files["manifest.json"], &dm); err != nil || len(dm) != 1 || len(dm[0].Layers) != 1 {
+		t.Fatalf("manifest.json: %v %s", err, files["manifest.json"])
+	}
+	var cf struct {
+		Config struct {
+			Entrypoint, Cmd []string
+			User            string
+		}
+	}
+	if err := json.Unmarshal(files[dm[0].Config], &cf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cf.Config.Entrypoint, " ") != "/hello" || strings.Join(cf.Config.Cmd, " ") != "-c /etc/x/broker.conf" || cf.Config.User != "1883:1883" {
+		t.Errorf("image config %+v", cf.Config)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(files[dm[0].Layers[0]]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := map[string]int64{}
+	contents := map[string]string{}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		modes[h.Name] = h.Mode
+		if h.Name == "etc/x/broker.conf" {
+			b, _ := io.ReadAll(tr)
+			contents[h.Name] = string(b)
+		}
+	}
+	for name, mode := range map[string]int64{"etc/x/": 0o755, "etc/x/broker.conf": 0o644, "usr/lib/x/helper": 0o755, "hello": 0o755, "tmp/": 0o1777} {
+		if got, ok := modes[name]; !ok || got != mode {
+			t.Errorf("layer entry %s: mode %o (present %v), want %o", name, got, ok, mode)
+		}
+	}
+	if contents["etc/x/broker.conf"] != "listener 1883\n" {
+		t.Errorf("broker.conf = %q", contents["etc/x/broker.conf"])
+	}
 }

@@ -2,7 +2,9 @@ package testpeer
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,5 +68,27 @@ func TestPtyPairCarriesBytes(t *testing.T) {
 	}
 	if buf[0] != 0x01 || buf[2] != 0xff {
 		t.Errorf("got % x", buf)
+	}
+}
+
+func TestFreeAddressPool(t *testing.T) {
+	routes, err := hostRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		pool, err := freeAddressPool()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n, err := net.ParseCIDR(pool)
+		if err != nil || n.String() != pool || !strings.HasPrefix(pool, "172.") || !strings.HasSuffix(pool, "/20") {
+			t.Fatalf("pool %q: %v", pool, err)
+		}
+		for _, r := range routes {
+			if r.Contains(n.IP) || n.Contains(r.IP) {
+				t.Errorf("pool %s overlaps the host route %s", pool, r)
+			}
+		}
 	}
 }

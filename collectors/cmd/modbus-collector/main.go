@@ -10,6 +10,10 @@
 // Exit status: 0 after SIGINT/SIGTERM, 2 for a bad environment or config
 // file (every problem printed, as FILE:LINE: message for the file), 1 for
 // any other failure.
+//
+// `modbus-collector scan --port DEVICE | --tcp HOST:PORT` probes a line for
+// units and serial settings and matches device profiles (scan.go); it
+// exits 1 when no unit answered.
 package main
 
 import (
@@ -43,9 +47,16 @@ func (e configError) Error() string { return e.err.Error() }
 func (e configError) Unwrap() error { return e.err }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "scan" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		err := runScan(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		exitOn(err)
+		return
+	}
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: modbus-collector [-version]\n\n"+
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: modbus-collector [-version]\n       modbus-collector scan (--port DEVICE | --tcp HOST:PORT) [flags]   (scan -h for its flags)\n\n"+
 			"Configured by environment: POLL_INTERVAL, MQTT_BROKER, MQTT_USERNAME, MQTT_PASSWORD_FILE,\n"+
 			"MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE, MQTT_TOPIC_PREFIX, GATEWAY_ID, COLLECTOR_NAME,\n"+
 			"COLLECTOR_CONFIG (device file), DATA_DIR, LOG_LEVEL, QUEUE_*, MQTT_PAYLOAD (fieldgate or sparkplug),\n"+
@@ -63,14 +74,20 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Getenv, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "modbus-collector: %v\n", err)
-		var ce configError
-		if errors.As(err, &ce) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+	exitOn(err)
+}
+
+// exitOn exits with status 2 for a configError, 1 for any other error.
+func exitOn(err error) {
+	if err == nil {
+		return
 	}
+	fmt.Fprintf(os.Stderr, "modbus-collector: %v\n", err)
+	var ce configError
+	if errors.As(err, &ce) {
+		os.Exit(2)
+	}
+	os.Exit(1)
 }
 
 // run starts the publisher and the poller and returns when ctx is cancelled

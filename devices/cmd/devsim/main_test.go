@@ -105,6 +105,20 @@ func TestModbusTCP(t *testing.T) {
 	}
 }
 
+// TestModbusAllProfiles: --all-profiles serves every embedded profile at
+// the unit ids --unit leaves free, in name order.
+func TestModbusAllProfiles(t *testing.T) {
+	out, stop := startRun(t, "modbus", "--tcp", "127.0.0.1:0", "--unit", "2=eaton-mmx", "--all-profiles")
+	testpeer.WaitFor(t, 10*time.Second, "devsim to print its units", func() bool { return listenRe.MatchString(out.String()) })
+	want := "units 2=eaton-mmx 1=abb-b23 3=carlo-gavazzi-em24 4=eastron-sdm120 5=eastron-sdm630 6=eaton-mmx"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("output %q lacks %q", out, want)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("run after cancel: %v", err)
+	}
+}
+
 func TestModbusRTUWithProfileFile(t *testing.T) {
 	simEnd, clientEnd := testpeer.PtyPair(t)
 	file := filepath.Join(t.TempDir(), "tiny.yaml")
@@ -145,7 +159,7 @@ func TestUsageErrors(t *testing.T) {
 		{nil, "no subcommand"},
 		{[]string{"opcu"}, `unknown subcommand "opcu" (valid: modbus, `},
 		{[]string{"modbus", "--tcp", ":0"}, "no --unit given"},
-		{[]string{"modbus", "--tcp", ":0", "--unit", "1=nope"}, `unknown profile "nope" (valid: eastron-sdm120`},
+		{[]string{"modbus", "--tcp", ":0", "--unit", "1=nope"}, `unknown profile "nope" (valid: abb-b23, `},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "0=eastron-sdm120"}, `invalid unit id "0" (valid: 1..247)`},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "eastron-sdm120"}, "want ID=VALUE"},
 		{[]string{"modbus", "--tcp", ":0", "--unit", "1=eastron-sdm120", "--fault", "1=loud"}, `unknown fault kind "loud"`},

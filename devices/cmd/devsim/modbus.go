@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,13 +51,14 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		p, err := loadProfile(rest)
+		p, err := profiles.Load(rest)
 		if err != nil {
 			return err
 		}
 		units = append(units, devsim.Unit{ID: id, Profile: p})
 		return nil
 	})
+	allProfiles := fs.Bool("all-profiles", false, "also serve every embedded profile, one unit each, at the lowest unit ids no --unit uses (in name order)")
 	fs.Func("silent-unit", "unit `ID` never answers (it gets the first --unit's profile if it has none); repeatable", func(s string) error {
 		id, err := parseUnitID(s)
 		if err != nil {
@@ -86,7 +86,7 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: devsim modbus (--tcp HOST:PORT | --rtu DEVICE) --unit ID=PROFILE [--unit ...] [flags]")
+		fmt.Fprintln(stderr, "usage: devsim modbus (--tcp HOST:PORT | --rtu DEVICE) (--unit ID=PROFILE [--unit ...] | --all-profiles) [flags]")
 		fmt.Fprintf(stderr, "profiles: %s\n", strings.Join(profiles.Names(), ", "))
 		fs.PrintDefaults()
 	}
@@ -98,6 +98,9 @@ func runModbus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if *allProfiles {
+		units = withAllProfiles(units)
 	}
 	if len(units) == 0 {
 		return fmt.Errorf("%w: no --unit given (e.g. --unit 1=eastron-sdm630; profiles: %s)", errUsage, strings.Join(profiles.Names(), ", "))
@@ -183,15 +186,24 @@ func parseUnitID(s string) (uint8, error) {
 	return uint8(n), nil
 }
 
-// loadProfile takes an embedded profile name, or a YAML file when the
-// argument looks like a path.
-func loadProfile(arg string) (*profiles.Profile, error) {
-	if strings.ContainsRune(arg, '/') || strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
-		data, err := os.ReadFile(arg)
-		if err != nil {
-			return nil, fmt.Errorf("profile file: %w", err)
-		}
-		return profiles.Parse(arg, data)
+// withAllProfiles adds every embedded profile to units, each at the lowest
+// unit id not taken yet, in name order.
+func withAllProfiles(units []devsim.Unit) []devsim.Unit {
+	used := map[uint8]bool{}
+	for _, u := range units {
+		used[u.ID] = true
 	}
-	return profiles.Lookup(arg)
+	id := uint8(1)
+	for _, name := range profiles.Names() {
+		for used[id] && id < 247 {
+			id++
+		}
+		p, err := profiles.Lookup(name)
+		if err != nil || used[id] {
+			continue
+		}
+		used[id] = true
+		units = append(units, devsim.Unit{ID: id, Profile: p})
+	}
+	return units
 }

@@ -48,9 +48,14 @@ func runOPCUA(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	interval := fs.Duration("interval", time.Second, "how often values change")
 	level := fs.String("log-level", "info", "debug, info, warn, error")
 	list := fs.Bool("list", false, "print the node ids served and exit")
+	var advertise []string
+	fs.Func("advertise", "another `HOST` clients may use in the endpoint URL, e.g. the service name in a container (repeatable)", func(h string) error {
+		advertise = append(advertise, h)
+		return nil
+	})
 	fs.Var(&devices, "device", "NAME=PROFILE, repeatable (default meter1=eastron-sdm630 and drive1=fieldgate-demo-drive)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: devsim opcua [--host H] [--port P] [--device NAME=PROFILE]... [--vars N] [--interval D]")
+		fmt.Fprintln(stderr, "usage: devsim opcua [--host H] [--advertise HOST]... [--port P] [--device NAME=PROFILE]... [--vars N] [--interval D]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +71,7 @@ func runOPCUA(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	sim, err := opcuasim.New(opcuasim.Config{Host: *host, Port: *port, Devices: devices, Vars: *vars, Interval: *interval, Log: log})
+	sim, err := opcuasim.New(opcuasim.Config{Host: *host, Port: *port, Advertise: advertise, Devices: devices, Vars: *vars, Interval: *interval, Log: log})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

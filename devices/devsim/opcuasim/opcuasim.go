@@ -21,6 +21,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,11 @@ type Config struct {
 	// Port to listen on; default 4840. 0 is not allowed (the endpoint URL
 	// must be known before listening).
 	Port int
+	// Advertise are more host names clients may use in the endpoint URL
+	// (opc.tcp://NAME:Port), such as a container's service name when Host
+	// is 0.0.0.0: the server answers GetEndpoints and CreateSession only
+	// for the URLs it advertises, the one on Host included.
+	Advertise []string
 	// Devices to serve; default meter1 (eastron-sdm630) and drive1
 	// (fieldgate-demo-drive).
 	Devices []Device
@@ -90,6 +96,11 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.Port < 0 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("opcuasim: invalid port %d", cfg.Port)
 	}
+	for _, h := range cfg.Advertise {
+		if h == "" || strings.ContainsAny(h, ":/ ") {
+			return nil, fmt.Errorf("opcuasim: invalid advertised host %q (a host name or IPv4 address)", h)
+		}
+	}
 	if len(cfg.Devices) == 0 {
 		cfg.Devices = DefaultDevices
 	}
@@ -131,15 +142,19 @@ func New(cfg Config) (*Sim, error) {
 	quiet := &slogAdapter{l: cfg.Log}
 	quiet.quiet.Store(true)
 	defer quiet.quiet.Store(false)
-	srv := server.New(
-		server.EndPoint(cfg.Host, cfg.Port),
+	// The first endpoint is the one the server listens on.
+	eps := []server.Option{server.EndPoint(cfg.Host, cfg.Port)}
+	for _, h := range cfg.Advertise {
+		eps = append(eps, server.EndPoint(h, cfg.Port))
+	}
+	srv := server.New(append(eps,
 		server.EnableSecurity("None", ua.MessageSecurityModeNone),
 		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
 		server.ServerName("fieldgate devsim"),
 		server.ProductName("fieldgate devsim opcua"),
 		server.ManufacturerName("fieldgate"),
 		server.SetLogger(quiet),
-	)
+	)...)
 	s := &Sim{cfg: cfg, srv: srv, start: time.Now()}
 	s.ns = server.NewNodeNameSpace(srv, Namespace)
 	root, _ := srv.Namespace(0)
@@ -151,7 +166,13 @@ func New(cfg Config) (*Sim, error) {
 		objects.AddRef(folder, id.Organizes, true)
 		for i := range d.p.Tags {
 			t := &d.p.Tags[i]
-			conv, dt := converter(t.Type)
+			typ := t.Type
+			if t.Scale != nil || t.Offset != 0 {
+				// A scaled register is an engineering value, not an
+				// integer: an OPC UA server publishes it as a Double.
+				typ = "float64"
+			}
+			conv, dt := converter(typ)
 			s.add(folder, d.name+"."+t.Name, dt, func(at time.Time) any { return conv(t.SimValue(at)) })
 		}
 	}

@@ -32,6 +32,7 @@ func TestNewErrors(t *testing.T) {
 		{Config{Interval: time.Millisecond}, "below 10ms"},
 		{Config{Vars: -1}, "negative"},
 		{Config{Port: 70000}, "invalid port"},
+		{Config{Advertise: []string{"a:1"}}, `invalid advertised host "a:1"`},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
@@ -86,6 +87,11 @@ func TestServe(t *testing.T) {
 	if v, ok := read("ns=1;s=meter1.voltage_l1").(float32); !ok || v <= 0 {
 		t.Errorf("meter1.voltage_l1 = %T %v, want a positive float32", v, v)
 	}
+	// A scaled register is served as a Double engineering value, not
+	// rounded to its integer register type.
+	if v, ok := read("ns=1;s=drive1.motor_current").(float64); !ok || v < 1.5 || v > 11.8 {
+		t.Errorf("drive1.motor_current = %T %v, want a float64 within 1.5..11.8", v, v)
+	}
 	first := read("ns=1;s=Bulk.2").(float64)
 	deadline = time.Now().Add(10 * time.Second)
 	for read("ns=1;s=Bulk.2").(float64) == first {
@@ -93,5 +99,39 @@ func TestServe(t *testing.T) {
 			t.Fatal("Bulk.2 did not change")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAdvertise: listening on every address, the server offers its
+// endpoints to clients using an advertised name (a container's service
+// name) and to none other — gopcua's server matches the URL exactly.
+func TestAdvertise(t *testing.T) {
+	port := freePort(t)
+	sim, err := New(Config{Host: "0.0.0.0", Port: port, Advertise: []string{"localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	url := "opc.tcp://localhost:" + strconv.Itoa(port)
+	var eps []*ua.EndpointDescription
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if eps, err = opcua.GetEndpoints(ctx, url); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GetEndpoints(%s): %v", url, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the listener is not up yet
+	}
+	if len(eps) != 1 || eps[0].EndpointURL != url {
+		t.Errorf("endpoints for %s: %+v", url, eps)
+	}
+	other, err := opcua.GetEndpoints(ctx, "opc.tcp://127.0.0.1:"+strconv.Itoa(port))
+	if err != nil || len(other) != 0 {
+		t.Errorf("endpoints for an unadvertised name: %v, %v; want none", other, err)
 	}
 }

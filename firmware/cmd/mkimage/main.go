@@ -8,6 +8,9 @@
 //	    --out dist/images/collector-modbus.tar
 //
 // The image is tagged with --version and, unless --latest=false, "latest".
+// --file, --cmd, --user and --dir add a dynamically linked program's
+// libraries, default arguments, a user and writable directories (the lab
+// bench's broker image; see firmware/build-images.sh).
 // Timestamps come from --created, else $SOURCE_DATE_EPOCH, else the Unix
 // epoch, so the same binaries always give the same digests.
 package main
@@ -54,13 +57,20 @@ func run(_ context.Context, args []string, stdout io.Writer, getenv func(string)
 		created    = fs.String("created", "", "image timestamp, RFC 3339 (default $SOURCE_DATE_EPOCH, else the Unix epoch)")
 		dockerPlat = fs.String("docker-platform", "", "platform listed for Docker's classic image store (default linux/amd64)")
 		maxSize    = fs.Int64("max-size", ociimage.DefaultMaxImageBytes, "size limit of each platform's image in bytes (negative: none)")
+		user       = fs.String("user", "", "user the image runs as, numeric UID:GID (default root)")
 		binaries   listFlag
 		tags       listFlag
 		envs       listFlag
+		cmdArgs    listFlag
+		files      listFlag
+		dirs       listFlag
 	)
 	fs.Var(&binaries, "binary", "PLATFORM=PATH of a static binary (repeatable; platforms: "+strings.Join(ociimage.SupportedPlatforms, ", ")+")")
 	fs.Var(&tags, "tag", "extra tag (repeatable)")
 	fs.Var(&envs, "env", "default environment KEY=VALUE in the image (repeatable)")
+	fs.Var(&cmdArgs, "cmd", "default argument to the entrypoint (repeatable, in order)")
+	fs.Var(&files, "file", "extra file HOST_PATH=IMAGE_PATH in every platform's image, mode from the host file (repeatable)")
+	fs.Var(&dirs, "dir", "extra directory in the image, mode 0755 (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,6 +91,24 @@ func run(_ context.Context, args []string, stdout io.Writer, getenv func(string)
 		Binaries:       map[string]string{},
 		DockerPlatform: *dockerPlat,
 		MaxImageBytes:  *maxSize,
+		Cmd:            cmdArgs,
+		User:           *user,
+	}
+	if len(dirs) > 0 {
+		cfg.Dirs = append(append([]string(nil), ociimage.DefaultDirs...), dirs...)
+	}
+	for _, f := range files {
+		src, dst, ok := strings.Cut(f, "=")
+		if !ok || src == "" || dst == "" {
+			errs = append(errs, fmt.Errorf("--file %q: want HOST_PATH=IMAGE_PATH", f))
+			continue
+		}
+		st, err := os.Stat(src)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--file %q: %w", f, err))
+			continue
+		}
+		cfg.Files = append(cfg.Files, ociimage.File{Source: src, Path: dst, Mode: int64(st.Mode().Perm() & 0o755)})
 	}
 	if *version != "" {
 		cfg.Tags = append(cfg.Tags, *version)

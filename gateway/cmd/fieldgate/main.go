@@ -7,6 +7,7 @@
 //	fieldgate logs NAME [--config FILE] [-n N]
 //	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
 //	fieldgate devices [--config FILE] [--json]
+//	fieldgate profiles [show NAME]
 //	fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
 //	fieldgate update --status | --boot [--config FILE]
 //	fieldgate bundle keygen|manifest|sign|verify …
@@ -54,6 +55,7 @@ const usage = `usage:
   fieldgate logs NAME [--config FILE] [-n N]
   fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
   fieldgate devices [--config FILE] [--json]
+  fieldgate profiles [show NAME]
   fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
   fieldgate update --status [--json] | --boot [--config FILE]
   fieldgate bundle keygen|manifest|sign|verify …
@@ -107,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
 	case "devices":
 		return cmdDevices(rest, stdout, stderr)
+	case "profiles":
+		return cmdProfiles(rest, stdout, stderr)
 	case "update":
 		return cmdUpdate(ctx, rest, stdout, stderr)
 	case "bundle":
@@ -119,5 +123,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, update, bundle, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, profiles, update, bundle, version)", cmd)
 }
