@@ -15,7 +15,8 @@ FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
 	./collectors/reading:FuzzAppendJSON \
 	./collectors/command:FuzzHandleJSON \
-	./collectors/queue:FuzzDecode \
+	./collectors/queue:FuzzScan \
+	./collectors/queue:FuzzPowerCut \
 	./collectors/modbus:FuzzPlan \
 	./collectors/modbus:FuzzDecode \
 	./collectors/modbus:FuzzParseConfig \

@@ -23,6 +23,7 @@ run ./collectors/modbus    'Decode|NewPlan'                1s
 run ./collectors/modbus    'TCPPoll|TCPToMQTT'             3s
 run ./collectors/modbus    'RTUWire'                       4000x
 run ./collectors/queue     'Append|Drain'                  2000x
+run ./collectors/queue     'QueueFormats'                  20000x
 run ./devices/devsim       'TCPRead|RTUWire'               20x
 run ./collectors/opcua     'Subscribe10k'                  1x
 run ./collectors/cmd/opcua-collector 'Binary10k'           1x

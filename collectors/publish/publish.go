@@ -5,7 +5,9 @@
 // that counts data messages from 1 and continues across restarts.
 //
 // Publish never waits for the broker: it numbers the batch, encodes it and
-// appends it to the durable outbound queue (package queue, in DATA_DIR/queue).
+// appends it to the durable outbound queue (package queue, in DATA_DIR/queue),
+// which also keeps the seq counter (see the queue package: a seq is sent only
+// once a durable reservation covers it, so none is reused after a power cut).
 // Run sends from the queue with a bounded window of unacknowledged messages
 // and removes a message only when the broker's PUBACK arrived. The queue, not
 // paho, owns redelivery: the session is clean and paho does not reconnect by
@@ -18,8 +20,10 @@ package publish
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,11 +63,13 @@ type Config struct {
 	TopicPrefix   string
 	GatewayID     string
 	CollectorName string
-	// DataDir holds the seq counter (file "seq") and the outbound queue
-	// (directory "queue").
+	// DataDir holds the outbound queue (directory "queue", which keeps the
+	// seq counter), the status file, and the seq counter file of older
+	// versions ("seq"). Everything in it is private: files 0600, directories
+	// 0700.
 	DataDir string
 	// Queue bounds and durability of the outbound queue; Queue.Dir defaults
-	// to DataDir/queue.
+	// to DataDir/queue and Queue.LegacySeqFile to DataDir/seq.
 	Queue queue.Config
 	// Interval is the poll interval: a batch sent later than its poll time
 	// plus Interval is marked "replayed". Default DefaultInterval.
@@ -95,12 +101,15 @@ func ConfigFromEnv(e runenv.Env, version string) Config {
 
 // Stats are the publisher's counters since start.
 type Stats struct {
-	Published uint64 // batches acknowledged by the broker
-	Pending   int    // batches queued or in flight
-	Dropped   uint64 // batches dropped: queue full (drop_oldest) or too old
-	Rejected  uint64 // batches refused: queue full (reject_new)
-	Connected bool
-	LastError string
+	Published    uint64 // batches acknowledged by the broker
+	Pending      int    // batches queued or in flight
+	Dropped      uint64 // batches dropped: queue full (drop_oldest) or too old
+	Rejected     uint64 // batches refused: queue full (reject_new)
+	Corrupt      uint64 // queued batches found damaged on disk and skipped
+	AppendFailed uint64 // batches the disk refused (held in memory while there is room)
+	Degraded     string // why the queue cannot keep its promise now; "" when it can
+	Connected    bool
+	LastError    string
 }
 
 // Publisher is an MQTT publisher for one collector. Create it with New.
@@ -111,7 +120,6 @@ type Publisher struct {
 	statusTopic string
 	dataPrefix  string
 
-	seq   *seqFile
 	queue *queue.Queue
 	// pubMu orders seq numbering with queue appends.
 	pubMu sync.Mutex
@@ -128,10 +136,13 @@ type Publisher struct {
 	published uint64
 	statusDue chan struct{}
 	handlers  []handler // subscriptions made on every connection (Handle)
+	// statusFileErr: the last status file write failed (logged once).
+	statusFileErr bool
 }
 
-// New validates cfg, reads the password and TLS files, and opens the seq
-// counter in DataDir. It does not connect: Run does.
+// New validates cfg, reads the password and TLS files, and opens the
+// outbound queue in DataDir. Damaged queue content never makes it fail (it is
+// skipped and counted). It does not connect: Run does.
 func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = runenv.DefaultTopicPrefix
@@ -159,19 +170,17 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("publish: data dir is required (it keeps the seq counter)")
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := queue.MkdirPrivate(cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("publish: data dir %q: %w", cfg.DataDir, err)
 	}
 	if cfg.Queue.Dir == "" {
 		cfg.Queue.Dir = filepath.Join(cfg.DataDir, "queue")
 	}
+	if cfg.Queue.LegacySeqFile == "" {
+		cfg.Queue.LegacySeqFile = filepath.Join(cfg.DataDir, "seq")
+	}
 	q, err := queue.Open(cfg.Queue, log)
 	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
-	seq, err := openSeq(filepath.Join(cfg.DataDir, "seq"), q.LastSeq())
-	if err != nil {
-		q.Close()
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	p := &Publisher{
@@ -179,7 +188,6 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		log:         log.With("broker", broker),
 		statusTopic: fmt.Sprintf("%s/%s/status/%s", cfg.TopicPrefix, cfg.GatewayID, cfg.CollectorName),
 		dataPrefix:  fmt.Sprintf("%s/%s/data/%s/", cfg.TopicPrefix, cfg.GatewayID, cfg.CollectorName),
-		seq:         seq,
 		queue:       q,
 		devices:     map[string]string{},
 		statusDue:   make(chan struct{}, 1),
@@ -188,7 +196,6 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 	}
 	opts, err := p.clientOptions()
 	if err != nil {
-		seq.Close()
 		q.Close()
 		return nil, err
 	}
@@ -200,7 +207,7 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	cfg := p.cfg
 	opts := mqtt.NewClientOptions().
 		AddBroker(cfg.Broker).
-		SetClientID(clientID(cfg.GatewayID, cfg.CollectorName)).
+		SetClientID(ClientID(cfg.GatewayID, cfg.CollectorName)).
 		// Redelivery is the queue's (see the package comment).
 		SetCleanSession(true).
 		SetAutoReconnect(false).
@@ -246,13 +253,24 @@ func (p *Publisher) clientOptions() (*mqtt.ClientOptions, error) {
 	return opts, nil
 }
 
-// clientID is stable across restarts: one gateway's collector is one client.
-func clientID(gateway, collector string) string {
-	id := "fg-" + gateway + "-" + collector
-	if len(id) > 64 {
-		id = id[:64]
+// MaxClientID is the longest MQTT client id ClientID returns. MQTT 3.1.1
+// only promises 23 characters, but brokers in use (mosquitto, EMQX, HiveMQ,
+// AWS IoT's 128) take 64.
+const MaxClientID = 64
+
+// ClientID is the MQTT client id of one of a gateway's clients ("fg-"
+// gateway "-" role, the role being a collector name or "supervisor"), stable
+// across restarts. An id longer than MaxClientID keeps a readable prefix and
+// ends with "-" and 12 hex digits of the SHA-256 of the whole id, so two long
+// names sharing a prefix never collide (and knock each other off the broker).
+func ClientID(gateway, role string) string {
+	id := "fg-" + gateway + "-" + role
+	if len(id) <= MaxClientID {
+		return id
 	}
-	return id
+	sum := sha256.Sum256([]byte(id))
+	const hashLen = 12
+	return id[:MaxClientID-1-hashLen] + "-" + hex.EncodeToString(sum[:])[:hashLen]
 }
 
 // Credentials are how an MQTT client proves who it is and whom it trusts.
@@ -317,32 +335,34 @@ func TLSConfig(caFile, certFile, keyFile, host string) (*tls.Config, error) {
 }
 
 // Publish numbers b, encodes it and appends it to the durable queue. It never
-// waits for the network. A batch the full queue refuses (reject_new) is
-// counted and logged, and its seq stays unused, so subscribers see the gap.
-// It returns an error only when the disk fails.
+// waits for the network, nor for the disk to work: a batch the full queue
+// refuses (reject_new) is counted and logged, and its seq stays unused, so
+// subscribers see the gap; a batch the disk refuses is held in memory and
+// still sent, and the status says "degraded" with the reason. It returns an
+// error only after the publisher stopped.
 func (p *Publisher) Publish(_ context.Context, b reading.Batch) error {
 	b.Gateway, b.Collector = p.cfg.GatewayID, p.cfg.CollectorName
 	topic := p.dataPrefix + b.Device
 	p.pubMu.Lock()
 	defer p.pubMu.Unlock()
-	seq, err := p.seq.Next()
-	if err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
+	seq := p.queue.LastSeq() + 1
 	b.Seq = seq
 	payload := b.AppendJSON(make([]byte, 0, 64+len(b.Readings)*80))
-	before := p.queue.Stats().Dropped
-	err = p.queue.Append(queue.Record{Seq: seq, TS: b.TS, Topic: topic, Payload: payload})
+	before := p.queue.Stats()
+	err := p.queue.Append(queue.Record{Seq: seq, TS: b.TS, Topic: topic, Payload: payload})
+	after := p.queue.Stats()
 	switch {
 	case errors.Is(err, queue.ErrFull):
-		p.log.Warn("outbound queue full, batch rejected", "device", b.Device, "seq", seq, "rejected_total", p.queue.Stats().Rejected)
+		p.log.Warn("outbound queue full, batch rejected", "device", b.Device, "seq", seq, "rejected_total", after.Rejected)
 		p.requestStatus() // the retained status carries the counts
 		return nil
 	case err != nil:
 		return fmt.Errorf("publish: %w", err)
 	}
-	if after := p.queue.Stats().Dropped; after > before {
-		p.log.Warn("outbound queue full or too old, oldest batches dropped", "dropped", after-before, "dropped_total", after)
+	if after.Dropped > before.Dropped {
+		p.log.Warn("outbound queue full or too old, oldest batches dropped", "dropped", after.Dropped-before.Dropped, "dropped_total", after.Dropped)
+	}
+	if after.Dropped > before.Dropped || after.Degraded != before.Degraded {
 		p.requestStatus()
 	}
 	return nil
@@ -365,7 +385,9 @@ func (p *Publisher) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	q := p.queue.Stats()
-	return Stats{Published: p.published, Pending: q.Pending, Dropped: q.Dropped, Rejected: q.Rejected, Connected: p.connected, LastError: p.lastError}
+	return Stats{Published: p.published, Pending: q.Pending, Dropped: q.Dropped, Rejected: q.Rejected,
+		Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, Degraded: q.Degraded,
+		Connected: p.connected, LastError: p.lastError}
 }
 
 func (p *Publisher) requestStatus() {
@@ -398,15 +420,12 @@ func (p *Publisher) Run(ctx context.Context) error {
 	return err
 }
 
-// close flushes the queue and marks the seq counter cleanly stopped.
+// close flushes the queue, which marks the seq counter cleanly stopped.
 func (p *Publisher) close() {
-	p.writeStatusFile("offline")
 	if err := p.queue.Close(); err != nil {
 		p.log.Error("outbound queue close failed", "err", err)
 	}
-	if err := p.seq.Close(); err != nil {
-		p.log.Error("seq counter close failed", "err", err)
-	}
+	p.writeStatusFile("offline")
 }
 
 // connection keeps the broker connection until ctx ends: it connects, waits
@@ -564,7 +583,7 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 	defer tick.Stop()
 	due := true
 	for {
-		p.writeStatusFile("online")
+		p.writeStatusFile(StateOnline)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -576,9 +595,15 @@ func (p *Publisher) statusLoop(ctx context.Context) error {
 			continue
 		}
 		due = false
-		p.client.Publish(p.statusTopic, 1, true, p.statusPayload("online", time.Now(), p.deviceStates()))
+		p.client.Publish(p.statusTopic, 1, true, p.statusPayload(StateOnline, time.Now(), p.deviceStates()))
 	}
 }
+
+// State values of the collector status besides "offline".
+const (
+	StateOnline   = "online"
+	StateDegraded = "degraded" // running, but the queue cannot keep its promise (Status.Degraded says why)
+)
 
 func (p *Publisher) deviceStates() map[string]string {
 	p.mu.Lock()
@@ -608,55 +633,91 @@ type MQTTStatus struct {
 	Published uint64 `json:"published"`
 }
 
-// writeStatusFile replaces DATA_DIR/status.json atomically.
+// writeStatusFile replaces DATA_DIR/status.json (see WriteStatusFile).
 func (p *Publisher) writeStatusFile(state string) {
 	st := p.Stats()
-	q := p.queue.Stats()
 	fs := FileStatus{
-		Status: Status{State: state, TS: time.Now().UnixMilli(), Version: p.cfg.Version, Devices: p.deviceStates(),
-			Queue: &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}},
-		MQTT: MQTTStatus{Broker: p.cfg.Broker, Connected: st.Connected, LastError: st.LastError, Published: st.Published},
+		Status: p.status(state, time.Now(), p.deviceStates()),
+		MQTT:   MQTTStatus{Broker: p.cfg.Broker, Connected: st.Connected, LastError: st.LastError, Published: st.Published},
 	}
-	b, err := json.Marshal(fs)
-	if err != nil {
-		return
+	err := WriteStatusFile(p.cfg.DataDir, fs)
+	if err != nil && !p.statusFileErr {
+		p.log.Warn("status file not written", "dir", p.cfg.DataDir, "err", err)
 	}
-	path := filepath.Join(p.cfg.DataDir, StatusFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		p.log.Warn("status file not written", "path", path, "err", err)
-		return
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		p.log.Warn("status file not written", "path", path, "err", err)
-	}
+	p.statusFileErr = err != nil
 }
 
 // Status is the retained collector status message.
 type Status struct {
-	State   string            `json:"state"`
-	TS      int64             `json:"ts,omitempty"`
-	Version string            `json:"version"`
-	Devices map[string]string `json:"devices,omitempty"`
-	Queue   *QueueStatus      `json:"queue,omitempty"`
+	// State is "online", "degraded" (running, but the queue cannot keep its
+	// promise: Degraded says why) or "offline".
+	State    string            `json:"state"`
+	TS       int64             `json:"ts,omitempty"`
+	Version  string            `json:"version"`
+	Devices  map[string]string `json:"devices,omitempty"`
+	Degraded string            `json:"degraded,omitempty"`
+	// Resumed is set for the whole run after a start that followed an
+	// unclean stop which may have lost batches.
+	Resumed *Resumed     `json:"resumed,omitempty"`
+	Queue   *QueueStatus `json:"queue,omitempty"`
 }
 
-// QueueStatus is the outbound queue's part of the status: batches waiting and
-// batches dropped because it was full.
+// Resumed names the seqs an unclean stop may have lost: every seq up to
+// AfterSeq was durably written (delivered, or resent now); from LostFrom to
+// LostTo (absent when that range is empty) those the queue did not keep are
+// lost or were never used; numbering resumed at NextSeq.
+type Resumed struct {
+	AfterSeq uint64 `json:"after_seq"`
+	LostFrom uint64 `json:"lost_from,omitempty"`
+	LostTo   uint64 `json:"lost_to,omitempty"`
+	NextSeq  uint64 `json:"next_seq"`
+	Reason   string `json:"reason"`
+}
+
+// QueueStatus is the outbound queue's part of the status: batches waiting,
+// and what was lost or went wrong, counted since the collector started.
 type QueueStatus struct {
-	Pending  int    `json:"pending"`
-	Bytes    int64  `json:"bytes"`
-	Dropped  uint64 `json:"dropped"`
-	Rejected uint64 `json:"rejected"`
+	Pending      int    `json:"pending"`
+	Bytes        int64  `json:"bytes"`
+	Dropped      uint64 `json:"dropped"`       // queue (or its memory fallback) full: oldest dropped, or too old
+	Rejected     uint64 `json:"rejected"`      // queue full: new batches refused (reject_new)
+	Corrupt      uint64 `json:"corrupt"`       // queued batches (or torn log tails) found damaged on disk and skipped
+	AppendFailed uint64 `json:"append_failed"` // batches the disk refused (held in memory while there is room)
+	AckClamped   uint64 `json:"ack_clamped"`   // acknowledged positions found past the log at start (the log counted as sent)
+	InMemory     int    `json:"in_memory,omitempty"`
+}
+
+// status builds the status message.
+func (p *Publisher) status(state string, ts time.Time, devices map[string]string) Status {
+	st := Status{State: state, TS: ts.UnixMilli(), Version: p.cfg.Version, Devices: devices}
+	st.AddQueue(p.queue.Stats())
+	return st
+}
+
+// AddQueue reports the outbound queue's figures in st: its queue counters,
+// degraded and resumed. Every output (JSON, Sparkplug) reports its queue
+// this way.
+func (st *Status) AddQueue(q queue.Stats) {
+	st.Degraded = q.Degraded
+	st.Queue = &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected,
+		Corrupt: q.Corrupt, AppendFailed: q.AppendFailed, AckClamped: q.AckClamped, InMemory: q.InMemory}
+	st.Resumed = nil
+	if r := q.Resumed; r != nil {
+		st.Resumed = &Resumed{AfterSeq: r.AfterSeq, NextSeq: r.NextSeq, Reason: r.Reason}
+		if r.NextSeq > r.AfterSeq+1 {
+			st.Resumed.LostFrom, st.Resumed.LostTo = r.AfterSeq+1, r.NextSeq-1
+		}
+	}
+	if st.State == StateOnline && q.Degraded != "" {
+		st.State = StateDegraded
+	}
 }
 
 // statusPayload encodes the status; the will (zero ts) carries no devices.
 func (p *Publisher) statusPayload(state string, ts time.Time, devices map[string]string) []byte {
-	st := Status{State: state, Version: p.cfg.Version, Devices: devices}
+	st := Status{State: state, Version: p.cfg.Version}
 	if !ts.IsZero() {
-		st.TS = ts.UnixMilli()
-		q := p.queue.Stats()
-		st.Queue = &QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}
+		st = p.status(state, ts, devices)
 	}
 	b, _ := json.Marshal(st)
 	return b

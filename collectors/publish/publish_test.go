@@ -36,24 +36,7 @@ type payload struct {
 // start runs a publisher until the test ends.
 func start(t *testing.T, cfg Config) *Publisher {
 	t.Helper()
-	p, err := New(cfg, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return within 10s of cancel")
-		}
-	})
+	p, _ := runFor(t, cfg)
 	return p
 }
 
@@ -142,8 +125,9 @@ func TestSeqContinuesAcrossRestart(t *testing.T) {
 			t.Errorf("message %d has seq %d", i, pl.Seq)
 		}
 	}
+	// The counter file of older versions says where they would go on.
 	raw, _ := os.ReadFile(filepath.Join(dir, "seq"))
-	if f := strings.Fields(string(raw)); len(f) != 4 || f[0] != "4" || f[3] != "clean" {
+	if f := strings.Fields(string(raw)); len(f) < 4 || f[0] != "4" || f[3] != "clean" {
 		t.Errorf("seq file holds %q", raw)
 	}
 }
@@ -235,14 +219,22 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
+// TestCorruptSeqFile: an unreadable seq counter of an older version does not
+// stop the collector; numbering jumps past anything it could have handed
+// out, and the status says so.
 func TestCorruptSeqFile(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "seq"), []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(Config{Broker: "x", GatewayID: "g", CollectorName: "c", DataDir: dir}, discard())
-	if err == nil || !strings.Contains(err.Error(), "corrupt") {
-		t.Errorf("error = %v", err)
+	p, err := New(Config{Broker: "x", GatewayID: "g", CollectorName: "c", DataDir: dir}, discard())
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	defer p.close()
+	st := p.status(StateOnline, time.Now(), nil)
+	if st.Resumed == nil || !strings.Contains(st.Resumed.Reason, "unreadable") || st.Resumed.NextSeq <= 10_000 {
+		t.Errorf("status %+v, resumed %+v: want a resume past 10000 naming the unreadable counter", st, st.Resumed)
 	}
 }
 
@@ -287,50 +279,35 @@ func TestQueuedAcrossRestartWhileBrokerDown(t *testing.T) {
 	}
 }
 
-func TestSeqAfterPowerLossSkipsReservation(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "seq")
-	s, err := openSeq(path, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := s.Next(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// A crash in the same boot (no Close): the value is exact.
-	s2, err := openSeq(path, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s2.Next(); n != 4 {
-		t.Fatalf("after a crash next seq = %d, want 4", n)
-	}
-	// A power loss: another boot id and no clean mark. The reservation made
-	// at seq 4 (4+seqReserve) is where numbering resumes.
-	s2.bootID = "another-boot"
-	if err := s2.write(false, true); err != nil {
-		t.Fatal(err)
-	}
-	s3, err := openSeq(path, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s3.Next(); n != 4+seqReserve+1 {
-		t.Fatalf("after power loss next seq = %d, want %d", n, 4+seqReserve+1)
-	}
-	// The queue's newest seq is a floor.
-	s3.Close()
-	s4, _ := openSeq(path, 50_000)
-	if n, _ := s4.Next(); n != 50_001 {
-		t.Fatalf("with floor next seq = %d, want 50001", n)
-	}
-}
-
 func TestMarkReplayed(t *testing.T) {
 	got := string(markReplayed([]byte(`{"gateway":"g","seq":1}`)))
 	if got != `{"replayed":true,"gateway":"g","seq":1}` {
 		t.Errorf("markReplayed = %s", got)
+	}
+}
+
+// TestPrivateDataDir (issue 9 item 3): everything the publisher writes in
+// DATA_DIR is 0600 and every directory 0700, also where an older version
+// left them open.
+func TestPrivateDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(filepath.Join(dir, "queue"), 0o755)
+	os.WriteFile(filepath.Join(dir, StatusFile), []byte("{}\n"), 0o644)
+	p, err := New(Config{Broker: "x", GatewayID: "g", CollectorName: "c", DataDir: dir}, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := p.Publish(context.Background(), batch("d", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.writeStatusFile(StateOnline)
+	p.close()
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s is %v, want 0700", dir, fi.Mode().Perm())
+	}
+	if n := testpeer.CheckPrivate(t, dir); n < 7 {
+		t.Fatalf("only %d entries in the data dir", n)
 	}
 }

@@ -34,7 +34,8 @@ func TestServe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// No broker listens there: the publisher keeps retrying its first
 			// connection until it is stopped.
-			p, err := New(Config{Broker: fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t)), GatewayID: "g", CollectorName: "c", DataDir: t.TempDir()}, discard())
+			dir := t.TempDir()
+			p, err := New(Config{Broker: fmt.Sprintf("127.0.0.1:%d", testpeer.FreePort(t)), GatewayID: "g", CollectorName: "c", DataDir: dir}, discard())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -53,6 +54,12 @@ func TestServe(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("Serve did not return")
 			}
+			// Serve may return before the publisher has closed its queue
+			// (the deadline case); it says "offline" in its status file last.
+			testpeer.WaitFor(t, 10*time.Second, "the publisher to stop", func() bool {
+				fs, ok := readStatusFile(dir)
+				return ok && fs.State == "offline"
+			})
 		})
 	}
 }

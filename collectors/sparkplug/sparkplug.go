@@ -449,10 +449,10 @@ func (n *Node) writeStatus(state string) {
 		}
 	}
 	fs := publish.FileStatus{
-		Status: publish.Status{State: state, TS: time.Now().UnixMilli(), Version: n.cfg.Version, Devices: devices,
-			Queue: &publish.QueueStatus{Pending: q.Pending, Bytes: q.Bytes, Dropped: q.Dropped, Rejected: q.Rejected}},
-		MQTT: publish.MQTTStatus{Broker: n.cfg.Broker, Connected: n.connected, LastError: n.lastError, Published: n.published},
+		Status: publish.Status{State: state, TS: time.Now().UnixMilli(), Version: n.cfg.Version, Devices: devices},
+		MQTT:   publish.MQTTStatus{Broker: n.cfg.Broker, Connected: n.connected, LastError: n.lastError, Published: n.published},
 	}
+	fs.AddQueue(q)
 	n.mu.Unlock()
 	if err := publish.WriteStatusFile(n.cfg.DataDir, fs); err != nil {
 		n.log.Warn("status file not written", "dir", n.cfg.DataDir, "err", err)

@@ -139,6 +139,25 @@ var (
 		"Config reloads by result (ok, error).", []string{"result"}, nil)
 	descInfo = prometheus.NewDesc("fieldgate_build_info",
 		"fieldgate version and gateway id.", []string{"version", "gateway"}, nil)
+
+	// From each collector's own report (its status.json), counted since
+	// the collector started.
+	descQueuePending = prometheus.NewDesc("fieldgate_collector_queue_pending",
+		"Batches in the collector's outbound queue, not yet acknowledged by the broker.", []string{"collector"}, nil)
+	descQueueBytes = prometheus.NewDesc("fieldgate_collector_queue_bytes",
+		"Bytes of those batches.", []string{"collector"}, nil)
+	descQueueDropped = prometheus.NewDesc("fieldgate_collector_queue_dropped_total",
+		"Batches dropped because the queue (or its memory fallback) was full or they were too old.", []string{"collector"}, nil)
+	descQueueRejected = prometheus.NewDesc("fieldgate_collector_queue_rejected_total",
+		"Batches refused because the queue was full (reject_new).", []string{"collector"}, nil)
+	descQueueCorrupt = prometheus.NewDesc("fieldgate_collector_queue_corrupt_total",
+		"Queued batches (or torn log tails) found damaged on disk and skipped.", []string{"collector"}, nil)
+	descQueueAppendFailed = prometheus.NewDesc("fieldgate_collector_queue_append_failed_total",
+		"Batches the disk refused (held in memory while there was room).", []string{"collector"}, nil)
+	descDegraded = prometheus.NewDesc("fieldgate_collector_degraded",
+		"1 while the collector reports itself degraded (its queue cannot keep its promise: disk full, I/O errors).", []string{"collector"}, nil)
+	descResumedLost = prometheus.NewDesc("fieldgate_collector_resumed_lost_seqs",
+		"Seqs an unclean stop before the collector's start may have lost (the range its status names).", []string{"collector"}, nil)
 	descUpdateState = prometheus.NewDesc("fieldgate_update_state",
 		"1 for the firmware update state (trial, committed, rolled_back).", []string{"state"}, nil)
 	descUpdateInfo = prometheus.NewDesc("fieldgate_update_info",
@@ -151,6 +170,24 @@ var (
 		"Unix time of the last installation's outcome, by result (committed, rolled_back) and version.", []string{"result", "version"}, nil)
 )
 
+// collectorReport is what /metrics takes from a collector's own report
+// (supervisor.CollectorStatus.Report, the collector's status.json).
+type collectorReport struct {
+	Degraded string `json:"degraded"`
+	Resumed  *struct {
+		LostFrom uint64 `json:"lost_from"`
+		LostTo   uint64 `json:"lost_to"`
+	} `json:"resumed"`
+	Queue *struct {
+		Pending      int    `json:"pending"`
+		Bytes        int64  `json:"bytes"`
+		Dropped      uint64 `json:"dropped"`
+		Rejected     uint64 `json:"rejected"`
+		Corrupt      uint64 `json:"corrupt"`
+		AppendFailed uint64 `json:"append_failed"`
+	} `json:"queue"`
+}
+
 var updateStates = []string{supervisor.UpdateTrial, supervisor.UpdateCommitted, supervisor.UpdateRolledBack}
 
 var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supervisor.StateBackoff,
@@ -158,7 +195,8 @@ var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supe
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descRestarts, descState, descLastExit, descStarted, descReloads, descInfo,
-		descUpdateState, descUpdateInfo, descUpdateBoots, descUpdateMaxBoots, descUpdateLast} {
+		descQueuePending, descQueueBytes, descQueueDropped, descQueueRejected, descQueueCorrupt, descQueueAppendFailed,
+		descDegraded, descResumedLost, descUpdateState, descUpdateInfo, descUpdateBoots, descUpdateMaxBoots, descUpdateLast} {
 		ch <- d
 	}
 }
@@ -189,6 +227,34 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		if c.StartedAt != nil {
 			ch <- prometheus.MustNewConstMetric(descStarted, prometheus.GaugeValue, float64(c.StartedAt.UnixNano())/1e9, c.Name)
 		}
+		collectReport(ch, c)
+	}
+}
+
+// collectReport exports the figures of a collector's own report, if it has
+// a readable one.
+func collectReport(ch chan<- prometheus.Metric, c supervisor.CollectorStatus) {
+	var r collectorReport
+	if len(c.Report) == 0 || json.Unmarshal(c.Report, &r) != nil {
+		return
+	}
+	degraded := 0.0
+	if r.Degraded != "" {
+		degraded = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDegraded, prometheus.GaugeValue, degraded, c.Name)
+	lost := 0.0
+	if r.Resumed != nil && r.Resumed.LostTo >= r.Resumed.LostFrom && r.Resumed.LostFrom > 0 {
+		lost = float64(r.Resumed.LostTo - r.Resumed.LostFrom + 1)
+	}
+	ch <- prometheus.MustNewConstMetric(descResumedLost, prometheus.GaugeValue, lost, c.Name)
+	if q := r.Queue; q != nil {
+		ch <- prometheus.MustNewConstMetric(descQueuePending, prometheus.GaugeValue, float64(q.Pending), c.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueBytes, prometheus.GaugeValue, float64(q.Bytes), c.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueDropped, prometheus.CounterValue, float64(q.Dropped), c.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueRejected, prometheus.CounterValue, float64(q.Rejected), c.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueCorrupt, prometheus.CounterValue, float64(q.Corrupt), c.Name)
+		ch <- prometheus.MustNewConstMetric(descQueueAppendFailed, prometheus.CounterValue, float64(q.AppendFailed), c.Name)
 	}
 }
 

@@ -25,7 +25,10 @@ func testStatus() supervisor.Status {
 		Collectors: []supervisor.CollectorStatus{
 			{Name: "modbus-line3", Image: "fieldgate/collector-modbus:latest", ImageDigest: "sha256:abc",
 				State: supervisor.StateRunning, Restarts: 3, Pid: 4242, StartedAt: &at, SpecHash: "ff",
-				LastExit: &supervisor.Exit{Code: 137, At: at}},
+				LastExit: &supervisor.Exit{Code: 137, At: at},
+				Report: json.RawMessage(`{"state":"degraded","degraded":"queue append: no space left on device",` +
+					`"resumed":{"after_seq":1041,"lost_from":1042,"lost_to":1187,"next_seq":1188,"reason":"unclean stop"},` +
+					`"queue":{"pending":12,"bytes":3400,"dropped":2,"rejected":0,"corrupt":1,"append_failed":7},"mqtt":{"connected":true}}`)},
 			{Name: "opcua-boiler", State: supervisor.StateCrashLoop, LastError: "boom"},
 		},
 	}
@@ -72,6 +75,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/metrics %d", code)
 	}
+	if strings.Contains(body, `fieldgate_collector_queue_pending{collector="opcua-boiler"}`) {
+		t.Errorf("queue figures exported for a collector without a report")
+	}
 	for _, want := range []string{
 		`fieldgate_collector_restarts_total{collector="modbus-line3"} 3`,
 		`fieldgate_collector_up{collector="modbus-line3"} 1`,
@@ -80,6 +86,14 @@ func TestMetricsAndHealth(t *testing.T) {
 		`fieldgate_collector_last_exit_code{collector="modbus-line3"} 137`,
 		`fieldgate_reload_total{result="error"} 1`,
 		`fieldgate_reload_total{result="ok"} 2`,
+		`fieldgate_collector_queue_pending{collector="modbus-line3"} 12`,
+		`fieldgate_collector_queue_bytes{collector="modbus-line3"} 3400`,
+		`fieldgate_collector_queue_dropped_total{collector="modbus-line3"} 2`,
+		`fieldgate_collector_queue_rejected_total{collector="modbus-line3"} 0`,
+		`fieldgate_collector_queue_corrupt_total{collector="modbus-line3"} 1`,
+		`fieldgate_collector_queue_append_failed_total{collector="modbus-line3"} 7`,
+		`fieldgate_collector_degraded{collector="modbus-line3"} 1`,
+		`fieldgate_collector_resumed_lost_seqs{collector="modbus-line3"} 146`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {

@@ -114,7 +114,7 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 	}
 	opts := mqtt.NewClientOptions().
 		AddBroker(broker).
-		SetClientID(clientID(cfg.GatewayID)).
+		SetClientID(publish.ClientID(cfg.GatewayID, "supervisor")).
 		SetCleanSession(true).
 		SetAutoReconnect(true).
 		// Offline sites: keep trying in the background from the first attempt.
@@ -146,14 +146,6 @@ func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
 
 // Topic is the status topic, {prefix}/{gateway}/status.
 func (p *Publisher) Topic() string { return p.topic }
-
-func clientID(gateway string) string {
-	id := "fg-" + gateway + "-supervisor"
-	if len(id) > 64 {
-		id = id[:64]
-	}
-	return id
-}
 
 func (p *Publisher) kick() {
 	select {

@@ -324,7 +324,7 @@ func (m Model) stateStyle(s string) lipgloss.Style {
 	switch s {
 	case "online", "running", "ok", "connected", "good":
 		return m.sty.good
-	case "starting", "backoff", "connecting", "uncertain":
+	case "starting", "backoff", "connecting", "uncertain", "degraded":
 		return m.sty.uncertain
 	case "offline", "crashloop", "exited", "error", "stopped", "bad":
 		return m.sty.bad

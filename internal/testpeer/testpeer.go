@@ -113,37 +113,56 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // Process is a peer process started for a test.
 type Process struct {
-	Cmd *exec.Cmd
-	Log *SyncBuffer
+	Cmd  *exec.Cmd
+	Log  *SyncBuffer
+	done chan struct{}
+	err  error
 }
 
 // Start runs name with args, its output captured, and kills its process
 // group when the test ends.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	return StartCmd(t, name, exec.Command(name, args...))
+}
+
+// StartCmd runs a prepared command (its environment set, say) like Start;
+// name labels its output in the test log.
+func StartCmd(t testing.TB, name string, cmd *exec.Cmd) *Process {
+	t.Helper()
 	buf := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	p := &Process{Cmd: cmd, Log: buf}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	p := &Process{Cmd: cmd, Log: buf, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			<-p.done
 		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", name, buf.String())
 		}
 	})
 	return p
+}
+
+// Exited is closed once the process has exited; Err then tells how.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
+// Err is the process's exit error (nil for status 0), once Exited.
+func (p *Process) Err() error { return p.err }
+
+// Kill SIGKILLs the process group and waits for the process to exit.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.Cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
 }
 
 // SyncBuffer is an io.Writer safe for concurrent use, read with String.

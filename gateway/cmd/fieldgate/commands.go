@@ -350,6 +350,7 @@ func reportColumns(raw json.RawMessage) (mqtt, queued string) {
 			Pending  int    `json:"pending"`
 			Dropped  uint64 `json:"dropped"`
 			Rejected uint64 `json:"rejected"`
+			Corrupt  uint64 `json:"corrupt"`
 		} `json:"queue"`
 	}
 	if len(raw) == 0 || json.Unmarshal(raw, &r) != nil {
@@ -366,7 +367,7 @@ func reportColumns(raw json.RawMessage) (mqtt, queued string) {
 	queued = "-"
 	if r.Queue != nil {
 		queued = fmt.Sprint(r.Queue.Pending)
-		if lost := r.Queue.Dropped + r.Queue.Rejected; lost > 0 {
+		if lost := r.Queue.Dropped + r.Queue.Rejected + r.Queue.Corrupt; lost > 0 {
 			queued += fmt.Sprintf(" (%d lost)", lost)
 		}
 	}
