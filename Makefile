@@ -13,6 +13,7 @@ FUZZTIME ?= 10s
 # longer by `make fuzz`.
 FUZZ_TARGETS := \
 	./collectors/configfile:FuzzDecode \
+	./collectors/configfile:FuzzAliases \
 	./collectors/reading:FuzzAppendJSON \
 	./collectors/command:FuzzHandleJSON \
 	./collectors/queue:FuzzScan \
@@ -27,7 +28,8 @@ FUZZ_TARGETS := \
 	./gateway/config:FuzzParse \
 	./gateway/update:FuzzParseManifest \
 	./gateway/update:FuzzBundleArchive \
-	./collectors/opcua:FuzzParse
+	./collectors/opcua:FuzzParse \
+	./collectors/opcua:FuzzValue
 
 .PHONY: help setup build images test unit fuzz bench demo firmware clean proto
 

@@ -147,8 +147,9 @@ type options struct {
 func Unwrap(key string) Option { return func(o *options) { o.unwrap = key } }
 
 // Decode parses data, the content of the file at path, into v (a pointer) and
-// returns every problem as *Errors: YAML syntax, unknown or duplicate keys,
-// values of the wrong type. An empty file decodes to v's zero value.
+// returns every problem as *Errors: the limits (MaxFileBytes, MaxAliasNodes),
+// YAML syntax, unknown or duplicate keys, values of the wrong type. An empty
+// file decodes to v's zero value.
 func Decode(path string, data []byte, v any, opts ...Option) error {
 	var o options
 	for _, opt := range opts {
@@ -159,10 +160,9 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("configfile: decode into non-pointer %T", v)
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		errs.List = append(errs.List, syntaxError(path, err))
-		return errs.Err()
+	doc, err := Parse(path, data)
+	if err != nil {
+		return err
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil
@@ -178,12 +178,16 @@ func Decode(path string, data []byte, v any, opts ...Option) error {
 
 // DecodeNode decodes an already parsed node, for callers that hold a section
 // of a larger file (the gateway hands each collector its protocol section).
-// Lines stay those of the original file.
+// Lines stay those of the original file. A node that did not come from Parse
+// is checked for alias expansion (MaxAliasNodes) first.
 func DecodeNode(path string, n *yaml.Node, v any) error {
 	errs := NewErrors(path)
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return fmt.Errorf("configfile: decode into non-pointer %T", v)
+	}
+	if err := CheckAliases(path, n); err != nil {
+		return err
 	}
 	d := decoder{errs: errs}
 	d.value(n, rv.Elem(), "")

@@ -7,8 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"os"
-	"regexp"
+
 	"slices"
 	"strconv"
 	"strings"
@@ -176,7 +175,7 @@ type BackoffConfig struct {
 
 // Device is one Modbus slave.
 type Device struct {
-	// Name is unique in the collector, [A-Za-z0-9_.-]+: it is a topic level.
+	// Name is unique in the collector, [A-Za-z0-9_.-]+ (reading.CheckDeviceName): it is a topic level.
 	Name string `yaml:"name"`
 	// UnitID is the slave address: 1..247 on RTU (unique on the line), 0..247
 	// or 255 on TCP (unique per address); default 1.
@@ -259,7 +258,7 @@ func (t *Tag) Scaled() bool { return t.Scale != nil || t.Offset != 0 }
 
 // LoadConfig reads the file at path and parses it with ParseConfig.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read modbus config: %w", err)
 	}
@@ -310,9 +309,6 @@ type rawDevice struct {
 	Pos                    configfile.Pos `yaml:"-"`
 }
 
-// nameRE is what a device name may be: it becomes an MQTT topic level.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
-
 // ParseConfig decodes data, the content of the file at path, strictly (unknown
 // keys are errors), applies the defaults, expands device profiles and validates
 // the result. A file whose only top-level key is `modbus:` is accepted as well.
@@ -325,10 +321,9 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 // register tags, type bool on coil and discrete_input tags, port 502 on a tcp
 // address without one.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		// configfile words and positions the syntax error.
-		return nil, configfile.Decode(path, data, &rawConfig{})
+	doc, err := configfile.Parse(path, data) // size, syntax and alias limits
+	if err != nil {
+		return nil, err
 	}
 	var raw rawConfig
 	errs := configfile.NewErrors(path)
@@ -566,7 +561,7 @@ func (v *validator) device(cfg *Config, rd *rawDevice, path string) Device {
 	case d.Name == "":
 		who = path
 		v.add("", d.Pos, "%s: name is required", who)
-	case !nameRE.MatchString(d.Name):
+	case reading.CheckDeviceName(d.Name) != nil:
 		v.add(path+".name", d.Pos, "%s: invalid name (use letters, digits, '_', '-', '.')", who)
 	}
 	if rd.UnitID != nil {
@@ -672,6 +667,11 @@ func (v *validator) tag(d *Device, t *Tag, path string, who string) {
 			p = path + "." + key
 		}
 		v.add(p, t.Pos, "%s: "+format, append([]any{who}, args...)...)
+	}
+	if t.Name != "" {
+		if err := reading.CheckTagName(t.Name); err != nil {
+			bad("name", "%v", err)
+		}
 	}
 	tableOK := t.Table.Valid()
 	switch {

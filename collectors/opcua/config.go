@@ -29,7 +29,6 @@ package opcua
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -38,6 +37,7 @@ import (
 
 	"fieldgate/collectors/command"
 	"fieldgate/collectors/configfile"
+	"fieldgate/collectors/reading"
 )
 
 // Collection modes.
@@ -104,6 +104,9 @@ type Config struct {
 	Auth *Auth `yaml:"auth"`
 	// Nodes are the variables to collect.
 	Nodes []Node `yaml:"nodes"`
+	// Limits bound what the server can make the collector hold; zero
+	// fields take DefaultLimits.
+	Limits Limits `yaml:"limits"`
 	// Devices sets report by exception per device (the default of its
 	// nodes): publish, deadband, heartbeat.
 	Devices []DeviceReport `yaml:"devices"`
@@ -123,9 +126,8 @@ func (c *Config) at(key string, fallback configfile.Pos) configfile.Pos {
 
 // keyLines records the line of every key of the top-level mapping (after
 // unwrapping `opcua:`) and of the security and auth mappings.
-func keyLines(data []byte) map[string]int {
-	var doc yaml.Node
-	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 {
+func keyLines(doc *yaml.Node) map[string]int {
+	if len(doc.Content) == 0 {
 		return nil
 	}
 	root := doc.Content[0]
@@ -141,7 +143,7 @@ func keyLines(data []byte) map[string]int {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k := prefix + n.Content[i].Value
 			out[k] = n.Content[i].Line
-			if depth == 0 && (k == "security" || k == "auth") {
+			if depth == 0 && (k == "security" || k == "auth" || k == "limits") {
 				walk(n.Content[i+1], k+".", 1)
 			}
 		}
@@ -177,6 +179,11 @@ type Auth struct {
 	PasswordFile string
 	CertFile     string
 	KeyFile      string
+	// AllowPlaintextPassword (`allow_plaintext_password: true`) accepts a
+	// user name and password sent unencrypted: over security policy None,
+	// or to an endpoint whose user token policy is None without
+	// SignAndEncrypt. Default false: such a configuration is refused.
+	AllowPlaintextPassword bool
 }
 
 // UnmarshalYAML decodes `anonymous` or a mapping of the known keys,
@@ -198,6 +205,7 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 		"username": &a.Username, "password_file": &a.PasswordFile,
 		"cert_file": &a.CertFile, "key_file": &a.KeyFile,
 	}
+	bools := map[string]*bool{"anonymous": &a.Anonymous, "allow_plaintext_password": &a.AllowPlaintextPassword}
 	var errs []string
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -207,15 +215,15 @@ func (a *Auth) UnmarshalYAML(n *yaml.Node) error {
 			continue
 		}
 		seen[k.Value] = true
-		if k.Value == "anonymous" {
-			if err := v.Decode(&a.Anonymous); err != nil {
-				errs = append(errs, fmt.Sprintf("anonymous: want true or false, got %q", v.Value))
+		if b, ok := bools[k.Value]; ok {
+			if v.Kind != yaml.ScalarNode || v.Decode(b) != nil {
+				errs = append(errs, fmt.Sprintf("%s: want true or false, got %q", k.Value, v.Value))
 			}
 			continue
 		}
 		p, ok := fields[k.Value]
 		if !ok {
-			errs = append(errs, fmt.Sprintf("unknown key %q (valid: anonymous, cert_file, key_file, password_file, username)", k.Value))
+			errs = append(errs, fmt.Sprintf("unknown key %q (valid: allow_plaintext_password, anonymous, cert_file, key_file, password_file, username)", k.Value))
 			continue
 		}
 		if v.Kind != yaml.ScalarNode {
@@ -282,7 +290,7 @@ type Deadband struct {
 
 // LoadFile reads and validates the collector file at path.
 func LoadFile(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("read opcua config: %w", err)
 	}
@@ -292,7 +300,11 @@ func LoadFile(path string) (Config, error) {
 // Parse decodes and validates a collector file. Every problem is reported as
 // "FILE:LINE: message" in one *configfile.Errors.
 func Parse(path string, data []byte) (Config, error) {
-	c := Config{lines: keyLines(data)}
+	doc, err := configfile.Parse(path, data)
+	if err != nil {
+		return Config{}, err
+	}
+	c := Config{lines: keyLines(doc)}
 	if err := configfile.Decode(path, data, &c, configfile.Unwrap("opcua")); err != nil {
 		errs := configfile.NewErrors(path)
 		errs.Merge(configfile.Pos{}, err)
@@ -378,6 +390,9 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 			if a.PasswordFile == "" {
 				errs.Add(a.Pos, "auth: username %q needs a password_file", a.Username)
 			}
+			if c.Security != nil && c.Security.Policy == PolicyNone && !a.AllowPlaintextPassword {
+				errs.Add(a.Pos, "auth: the password of user %q would travel in clear over security policy None; choose a secured policy (e.g. security: {policy: Basic256Sha256, mode: SignAndEncrypt}) or write allow_plaintext_password: true", a.Username)
+			}
 		}
 		if a.CertFile != "" || a.KeyFile != "" {
 			n++
@@ -392,17 +407,24 @@ func (c *Config) validate(errs *configfile.Errors, needNodes bool) {
 			errs.Add(a.Pos, "auth: choose one of anonymous, username + password_file, cert_file + key_file")
 		}
 	}
+	c.Limits.validate(errs, c)
 	if needNodes && len(c.Nodes) == 0 {
 		errs.Add(c.at("nodes", c.Pos), "nodes: at least one node is required")
 	}
 	seen := map[string]int{}
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
-		if n.Device == "" {
+		switch err := reading.CheckDeviceName(n.Device); {
+		case n.Device == "":
 			errs.Add(n.Pos, "nodes[%d]: device: missing", i)
+		case err != nil:
+			errs.Add(n.Pos, "nodes[%d]: device: %v", i, err)
 		}
-		if n.Name == "" {
+		switch err := reading.CheckTagName(n.Name); {
+		case n.Name == "":
 			errs.Add(n.Pos, "nodes[%d]: name: missing", i)
+		case err != nil:
+			errs.Add(n.Pos, "nodes[%d]: name: %v", i, err)
 		}
 		switch {
 		case n.NodeID == "":
@@ -450,4 +472,39 @@ func (c Config) withDefaults(poll time.Duration) Config {
 		c.QueueSize = 1
 	}
 	return c
+}
+
+// FileRef is a file or directory the collector reads at the path its file
+// names: a secret (password, private key), a certificate or the trust
+// directory. The supervisor mounts each read-only into the container.
+type FileRef struct {
+	// Key is its place in the file: "security.cert_file", "trust_dir",
+	// "auth.password_file", ...
+	Key string
+	// Path is the path as written.
+	Path string
+	// Dir is true for the trust directory.
+	Dir bool
+}
+
+// Files lists the files and directories c names, in a fixed order.
+func (c *Config) Files() []FileRef {
+	var out []FileRef
+	add := func(key, path string, dir bool) {
+		if path != "" {
+			out = append(out, FileRef{Key: key, Path: path, Dir: dir})
+		}
+	}
+	if s := c.Security; s != nil {
+		add("security.cert_file", s.CertFile, false)
+		add("security.key_file", s.KeyFile, false)
+		add("security.server_cert", s.ServerCert, false)
+	}
+	add("trust_dir", c.TrustDir, true)
+	if a := c.Auth; a != nil {
+		add("auth.password_file", a.PasswordFile, false)
+		add("auth.cert_file", a.CertFile, false)
+		add("auth.key_file", a.KeyFile, false)
+	}
+	return out
 }

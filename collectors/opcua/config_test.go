@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,26 @@ func TestParseValues(t *testing.T) {
 	d := w.withDefaults(2 * time.Second)
 	if d.PublishingInterval.D() != 2*time.Second || d.QueueSize != 1 {
 		t.Errorf("defaults: interval %s queue %d, want POLL_INTERVAL and 1", d.PublishingInterval, d.QueueSize)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	c, err := Parse("f.yml", []byte(`endpoint: opc.tcp://h:4840
+security: {policy: Basic256Sha256, mode: SignAndEncrypt, cert_file: /s/c.pem, key_file: /s/k.pem, server_cert: /s/srv.der}
+trust_dir: /s/trusted
+auth: {username: op, password_file: /s/op.pass}
+nodes: [{device: d, name: t, node_id: "i=2258"}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Files()
+	want := []FileRef{
+		{Key: "security.cert_file", Path: "/s/c.pem"}, {Key: "security.key_file", Path: "/s/k.pem"},
+		{Key: "security.server_cert", Path: "/s/srv.der"}, {Key: "trust_dir", Path: "/s/trusted", Dir: true},
+		{Key: "auth.password_file", Path: "/s/op.pass"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Files() = %+v\nwant %+v", got, want)
 	}
 }

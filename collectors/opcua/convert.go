@@ -60,8 +60,9 @@ func errorText(err error) string {
 }
 
 // makeReading turns a data value into a reading of tag t. now is used when
-// the server gives neither a source nor a server timestamp.
-func makeReading(t *tag, dv *ua.DataValue, now time.Time) reading.Reading {
+// the server gives neither a source nor a server timestamp. A value larger
+// than lim becomes a bad reading that says which limit it passed.
+func makeReading(t *tag, dv *ua.DataValue, now time.Time, lim Limits) reading.Reading {
 	r := reading.Reading{Tag: t.name, Unit: t.unit, TS: now}
 	if dv == nil {
 		r.Quality, r.Error = reading.Bad, "no value"
@@ -91,7 +92,18 @@ func makeReading(t *tag, dv *ua.DataValue, now time.Time) reading.Reading {
 		}
 		return r
 	}
-	r.Value = convertValue(dv.Value.Value())
+	v := dv.Value.Value()
+	if reason := lim.tooLarge(v); reason != "" {
+		r.Quality, r.Error = reading.Bad, reason
+		return r
+	}
+	r.Value = convertValue(v)
+	if text, ok := r.Value.(string); ok && int64(len(text)) > int64(lim.MaxStringBytes) {
+		// An array or structure whose elements pass the limits one by one
+		// can still make a long text.
+		r.Value, r.Quality = nil, reading.Bad
+		r.Error = fmt.Sprintf("value's text of %d bytes is larger than limits.max_string_bytes (%d)", len(text), lim.MaxStringBytes)
+	}
 	return r
 }
 

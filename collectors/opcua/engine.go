@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/gopcua/opcua"
 	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/ua"
+	"github.com/gopcua/opcua/uacp"
 
 	"fieldgate/collectors/rbe"
 	"fieldgate/collectors/reading"
@@ -126,6 +128,7 @@ type Engine struct {
 	userCert keyPair // for certificate user tokens
 	password string
 	trust    *trustStore
+	lim      Limits // cfg.Limits with defaults
 
 	// filter applies report by exception; nil when every tag publishes
 	// whatever the engine reads.
@@ -181,7 +184,8 @@ func New(cfg Config, sink Sink, opts ...Option) (*Engine, error) {
 // newEngine builds an engine from a validated config.
 func newEngine(cfg Config, sink Sink, o options) (*Engine, error) {
 	cfg = cfg.withDefaults(o.poll)
-	e := &Engine{cfg: cfg, sink: sink, log: o.log, opt: o, byDev: map[string][]*tag{}, byKey: map[string]*tag{}}
+	e := &Engine{cfg: cfg, sink: sink, log: o.log, opt: o, byDev: map[string][]*tag{}, byKey: map[string]*tag{},
+		lim: cfg.Limits.withDefaults()}
 	tolerance := o.poll / 2
 	if cfg.Mode != ModePoll {
 		tolerance = 0 // heartbeats come from a timer, not from polls
@@ -330,7 +334,7 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 	tm := e.timing()
 	dctx, cancel := context.WithTimeout(ctx, tm.request)
 	defer cancel()
-	eps, err := opcua.GetEndpoints(dctx, e.cfg.Endpoint, opcua.DialTimeout(tm.request), opcua.RequestTimeout(tm.request))
+	eps, err := opcua.GetEndpoints(dctx, e.cfg.Endpoint, e.dialer(tm.request), opcua.RequestTimeout(tm.request))
 	if err != nil {
 		return nil, fmt.Errorf("get endpoints of %s: %w", e.cfg.Endpoint, err)
 	}
@@ -351,6 +355,18 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 		return nil, fmt.Errorf("endpoint %s/%s does not accept %s user tokens (accepts: %s)",
 			policyName(ep.SecurityPolicyURI), secModeName(ep.SecurityMode), tokenName(authType), tokenNames(ep))
 	}
+	if authType == ua.UserTokenTypeUserName {
+		// gopcua uses the first token policy of the type: offer it only the
+		// one that protects the password best.
+		tok := userTokenPolicy(ep)
+		if passwordInClear(ep, tok) && !e.cfg.Auth.AllowPlaintextPassword {
+			return nil, fmt.Errorf("endpoint %s/%s would receive the password of user %q in clear (user token policy %s); refusing: choose a secured endpoint, or set auth.allow_plaintext_password: true",
+				policyName(ep.SecurityPolicyURI), secModeName(ep.SecurityMode), e.cfg.Auth.Username, policyName(tokenPolicyURI(ep, tok)))
+		}
+		only := *ep
+		only.UserIdentityTokens = []*ua.UserTokenPolicy{tok}
+		ep = &only
+	}
 	opts := []opcua.Option{
 		opcua.AutoReconnect(false), // the engine reconnects and restores items itself
 		opcua.ApplicationURI(ApplicationURI),
@@ -359,7 +375,7 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 		opcua.SessionName("fieldgate"),
 		opcua.SessionTimeout(max(time.Minute, 4*tm.request)),
 		opcua.RequestTimeout(tm.request),
-		opcua.DialTimeout(tm.request),
+		e.dialer(tm.request),
 	}
 	if e.own.cert != nil {
 		opts = append(opts, opcua.Certificate(e.own.cert), opcua.PrivateKey(e.own.key))
@@ -386,6 +402,50 @@ func (e *Engine) connect(ctx context.Context) (*opcua.Client, error) {
 	e.log.Info("opcua session up", "endpoint", e.cfg.Endpoint, "policy", policyName(ep.SecurityPolicyURI),
 		"mode", secModeName(ep.SecurityMode), "auth", tokenName(authType))
 	return c, nil
+}
+
+// dialer states the collector's transport limits in the Hello (a dialer of
+// its own: gopcua's size options write into a package-level default shared
+// by every client). A conforming server sends no chunk larger than 64 KiB
+// and no message larger than limits.max_message_bytes; a response that
+// would be larger is refused with BadResponseTooLarge instead.
+func (e *Engine) dialer(timeout time.Duration) opcua.Option {
+	return opcua.Dialer(&uacp.Dialer{Dialer: &net.Dialer{Timeout: timeout}, ClientACK: e.lim.hello()})
+}
+
+// userTokenPolicy is the user name token policy of ep to use: one with a
+// security policy of its own (the password is encrypted with the server's
+// certificate) before one that relies on the channel.
+func userTokenPolicy(ep *ua.EndpointDescription) *ua.UserTokenPolicy {
+	var first *ua.UserTokenPolicy
+	for _, p := range ep.UserIdentityTokens {
+		if p == nil || p.TokenType != ua.UserTokenTypeUserName {
+			continue
+		}
+		if first == nil {
+			first = p
+		}
+		if p.SecurityPolicyURI != "" && p.SecurityPolicyURI != ua.SecurityPolicyURINone {
+			return p
+		}
+	}
+	return first
+}
+
+// tokenPolicyURI is the security policy that protects a token: the token
+// policy's own, or the endpoint's when it states none (Part 4, 7.41).
+func tokenPolicyURI(ep *ua.EndpointDescription, tok *ua.UserTokenPolicy) string {
+	if tok != nil && tok.SecurityPolicyURI != "" {
+		return tok.SecurityPolicyURI
+	}
+	return ep.SecurityPolicyURI
+}
+
+// passwordInClear reports whether a password sent with token policy tok
+// on ep is readable on the wire: not encrypted for the server, and the
+// channel does not encrypt either.
+func passwordInClear(ep *ua.EndpointDescription, tok *ua.UserTokenPolicy) bool {
+	return tokenPolicyURI(ep, tok) == ua.SecurityPolicyURINone && ep.SecurityMode != ua.MessageSecurityModeSignAndEncrypt
 }
 
 // encryptsToken reports whether a user token of type t is encrypted with the

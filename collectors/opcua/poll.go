@@ -65,7 +65,7 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 		}
 		for i, dv := range res.Results {
 			t := e.tags[start+i]
-			got[t.device] = append(got[t.device], makeReading(t, dv, now))
+			got[t.device] = append(got[t.device], makeReading(t, dv, now, e.lim))
 		}
 	}
 	e.flush(ctx, now, got)
@@ -92,7 +92,7 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 func isOperationStatus(s ua.StatusCode) bool {
 	switch s {
 	case ua.StatusBadTooManyOperations, ua.StatusBadNothingToDo, ua.StatusBadEncodingLimitsExceeded,
-		ua.StatusBadResponseTooLarge, ua.StatusBadRequestTooLarge, ua.StatusBadMaxAgeInvalid,
+		ua.StatusBadResponseTooLarge, ua.StatusBadRequestTooLarge, ua.StatusBadTCPMessageTooLarge, ua.StatusBadMaxAgeInvalid,
 		ua.StatusBadTimestampsToReturnInvalid:
 		return true
 	}

@@ -388,7 +388,7 @@ func (s *subSession) handle(ctx context.Context, res *ua.PublishResponse) error 
 				if rs == nil {
 					rs = make([]reading.Reading, 0, len(s.e.byDev[t.device]))
 				}
-				sub.got[t.device] = append(rs, makeReading(t, it.Value, now))
+				sub.got[t.device] = append(rs, makeReading(t, it.Value, now, s.e.lim))
 			}
 		case *ua.StatusChangeNotification:
 			if quality(x.Status) == reading.Bad {

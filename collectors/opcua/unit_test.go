@@ -83,16 +83,16 @@ func TestMakeReading(t *testing.T) {
 	now := time.Now()
 	src := now.Add(-time.Second)
 	r := makeReading(tg, &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp,
-		Value: ua.MustVariant(float32(1.25)), SourceTimestamp: src}, now)
+		Value: ua.MustVariant(float32(1.25)), SourceTimestamp: src}, now, DefaultLimits)
 	if r.Quality != reading.Good || r.Value != 1.25 || !r.TS.Equal(src) || r.Unit != "V" {
 		t.Errorf("good reading = %+v", r)
 	}
-	r = makeReading(tg, &ua.DataValue{EncodingMask: ua.DataValueStatusCode, Status: ua.StatusBadNodeIDUnknown}, now)
+	r = makeReading(tg, &ua.DataValue{EncodingMask: ua.DataValueStatusCode, Status: ua.StatusBadNodeIDUnknown}, now, DefaultLimits)
 	if r.Quality != reading.Bad || r.Value != nil || r.Error != "BadNodeIdUnknown" || !r.TS.Equal(now) {
 		t.Errorf("bad reading = %+v", r)
 	}
 	r = makeReading(tg, &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode,
-		Value: ua.MustVariant(int32(7)), Status: ua.StatusUncertainLastUsableValue}, now)
+		Value: ua.MustVariant(int32(7)), Status: ua.StatusUncertainLastUsableValue}, now, DefaultLimits)
 	if r.Quality != reading.Uncertain || r.Value != int64(7) || r.Error != "UncertainLastUsableValue" {
 		t.Errorf("uncertain reading = %+v", r)
 	}
@@ -187,6 +187,78 @@ func TestApplyEnv(t *testing.T) {
 		var c Config
 		if err := c.ApplyEnv(func(k string) string { return bad[k] }); err == nil {
 			t.Errorf("ApplyEnv(%v) = nil, want an error", bad)
+		}
+	}
+}
+
+// TestMakeReadingLimits: a value over a limit is one bad reading naming the
+// limit; a value at the limit is good.
+func TestMakeReadingLimits(t *testing.T) {
+	lim := Limits{MaxStringBytes: 10, MaxByteStringBytes: 4, MaxArrayLength: 3, MaxMessageBytes: 1 << 20}
+	xml := ua.XMLElement("<a>12345678</a>")
+	tests := []struct {
+		name  string
+		value any
+		want  string // "" for a good reading
+	}{
+		{"string at the limit", "0123456789", ""},
+		{"string over", "0123456789a", "string of 11 bytes is larger than limits.max_string_bytes (10)"},
+		{"bytes at the limit", []byte{1, 2, 3, 4}, ""},
+		{"bytes over", []byte{1, 2, 3, 4, 5}, "ByteString of 5 bytes is larger than limits.max_bytestring_bytes (4)"},
+		{"array at the limit", []float64{1, 2, 3}, ""},
+		{"array over", []float64{1, 2, 3, 4}, "array of 4 elements is larger than limits.max_array_length (3)"},
+		{"array of strings whose text is too long", []string{"aaaa", "bbbb", "cccc"}, "value's text of 22 bytes is larger than limits.max_string_bytes (10)"},
+		{"xml over", xml, "XmlElement of 15 bytes is larger than limits.max_string_bytes (10)"},
+		{"localized text over", &ua.LocalizedText{EncodingMask: ua.LocalizedTextText, Text: "a long text"}, "LocalizedText of 11 bytes"},
+		{"number", 12.5, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := makeReading(&tag{name: "t"}, &ua.DataValue{EncodingMask: ua.DataValueValue, Value: ua.MustVariant(tc.value)}, time.Now(), lim)
+			switch {
+			case tc.want == "" && (r.Quality != reading.Good || r.Value == nil):
+				t.Errorf("reading = %+v, want good", r)
+			case tc.want != "" && (r.Quality != reading.Bad || r.Value != nil || !strings.Contains(r.Error, tc.want)):
+				t.Errorf("reading = %+v, want bad with %q", r, tc.want)
+			}
+		})
+	}
+}
+
+// TestPasswordInClear: the password is readable on the wire when neither
+// its token policy nor the channel encrypts it.
+func TestPasswordInClear(t *testing.T) {
+	none, b256 := ua.SecurityPolicyURINone, ua.SecurityPolicyURIPrefix+PolicyBasic256Sha256
+	user := func(policy string) *ua.UserTokenPolicy {
+		return &ua.UserTokenPolicy{PolicyID: "u-" + policy, TokenType: ua.UserTokenTypeUserName, SecurityPolicyURI: policy}
+	}
+	tests := []struct {
+		name    string
+		ep      *ua.EndpointDescription
+		inClear bool
+		chosen  string // PolicyID of the token policy used
+	}{
+		{"None channel, token policy None", &ua.EndpointDescription{SecurityPolicyURI: none, SecurityMode: ua.MessageSecurityModeNone,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user(none)}}, true, "u-" + none},
+		{"None channel, token policy empty", &ua.EndpointDescription{SecurityPolicyURI: none, SecurityMode: ua.MessageSecurityModeNone,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user("")}}, true, "u-"},
+		{"None channel, encrypted token preferred", &ua.EndpointDescription{SecurityPolicyURI: none, SecurityMode: ua.MessageSecurityModeNone,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user(none), user(b256)}}, false, "u-" + b256},
+		{"Sign channel, token policy None", &ua.EndpointDescription{SecurityPolicyURI: b256, SecurityMode: ua.MessageSecurityModeSign,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user(none)}}, true, "u-" + none},
+		{"Sign channel, token policy empty: encrypted with the channel's", &ua.EndpointDescription{SecurityPolicyURI: b256, SecurityMode: ua.MessageSecurityModeSign,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user("")}}, false, "u-"},
+		{"SignAndEncrypt channel, token policy None", &ua.EndpointDescription{SecurityPolicyURI: b256, SecurityMode: ua.MessageSecurityModeSignAndEncrypt,
+			UserIdentityTokens: []*ua.UserTokenPolicy{user(none)}}, false, "u-" + none},
+	}
+	for _, tc := range tests {
+		tok := userTokenPolicy(tc.ep)
+		if tok == nil || tok.PolicyID != tc.chosen {
+			t.Errorf("%s: token policy %+v, want %s", tc.name, tok, tc.chosen)
+			continue
+		}
+		if got := passwordInClear(tc.ep, tok); got != tc.inClear {
+			t.Errorf("%s: passwordInClear = %v, want %v", tc.name, got, tc.inClear)
 		}
 	}
 }

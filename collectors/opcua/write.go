@@ -168,7 +168,7 @@ func (e *Engine) writeNode(ctx context.Context, c *opcua.Client, t *tag, v any) 
 	if len(rr.Results) != 1 {
 		return nil, errors.New("written, but the read-back answer is malformed")
 	}
-	r := makeReading(t, rr.Results[0], time.Now())
+	r := makeReading(t, rr.Results[0], time.Now(), e.lim)
 	if r.Quality == reading.Bad {
 		return nil, fmt.Errorf("written, but reading it back failed: %s", r.Error)
 	}

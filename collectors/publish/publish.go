@@ -167,6 +167,9 @@ func New(cfg Config, log *slog.Logger) (*Publisher, error) {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	cfg.Broker = broker
+	if runenv.PlaintextPassword(broker, cfg.PasswordFile) {
+		log.Warn("mqtt password goes over an unencrypted connection; use ssl:// or wss:// unless the network is trusted", "broker", broker)
+	}
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("publish: data dir is required (it keeps the seq counter)")
 	}

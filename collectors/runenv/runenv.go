@@ -224,11 +224,21 @@ var defaultPorts = map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883
 // "broker.local" → "tcp://broker.local:1883", "broker.local:1884" →
 // "tcp://broker.local:1884", and URLs with scheme tcp, ssl, ws or wss (mqtt,
 // mqtts and tls are accepted as aliases) get their default port when they
-// have none.
+// have none. It is the one parser of broker addresses: the gateway config,
+// the collectors and the supervisor's status client all use it.
+//
+// Credentials in the address ("tcp://user:pw@host") are refused, since an
+// address is shown in logs, status.json and /status: the user goes in
+// mqtt.username / MQTT_USERNAME and the password in the file named by
+// mqtt.password_file / MQTT_PASSWORD_FILE. No error repeats what stood
+// before the '@'.
 func NormalizeBroker(s string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", fmt.Errorf("empty broker address")
+	}
+	if shown, ok := withoutUserinfo(s); ok {
+		return "", fmt.Errorf("broker %q carries credentials in its address; give the user as mqtt.username (MQTT_USERNAME) and the password in the file named by mqtt.password_file (MQTT_PASSWORD_FILE)", shown)
 	}
 	if !strings.Contains(s, "://") {
 		host, port, err := net.SplitHostPort(s)
@@ -247,7 +257,7 @@ func NormalizeBroker(s string) (string, error) {
 	scheme := strings.ToLower(u.Scheme)
 	port, ok := defaultPorts[scheme]
 	if !ok {
-		return "", fmt.Errorf("unknown scheme %q in broker %q (valid: tcp, ssl, ws, wss)", u.Scheme, s)
+		return "", fmt.Errorf("unknown scheme %q in broker %q (valid: tcp, ssl, ws, wss; mqtt, mqtts, tls as aliases)", u.Scheme, s)
 	}
 	switch scheme {
 	case "mqtt":
@@ -264,6 +274,36 @@ func NormalizeBroker(s string) (string, error) {
 	u.Scheme = scheme
 	u.Host = net.JoinHostPort(u.Hostname(), port)
 	return u.String(), nil
+}
+
+// withoutUserinfo reports whether s has a userinfo part ("user:pw@" after
+// the scheme, or before the host when there is no scheme) and returns s
+// without it, for messages.
+func withoutUserinfo(s string) (string, bool) {
+	prefix, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		prefix, rest = s[:i+3], s[i+3:]
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return s, false
+	}
+	return prefix + rest[at+1:], true
+}
+
+// PlaintextPassword reports whether a password given for broker (a
+// NormalizeBroker URL) travels unencrypted: over tcp:// or ws://. Callers
+// warn once at start; the broker may still be on a trusted network.
+func PlaintextPassword(broker, passwordFile string) bool {
+	if passwordFile == "" {
+		return false
+	}
+	scheme, _, _ := strings.Cut(broker, "://")
+	return scheme == "tcp" || scheme == "ws"
 }
 
 var levels = map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}

@@ -21,12 +21,22 @@ func TestNormalizeBroker(t *testing.T) {
 		{in: "http://broker.local", err: `unknown scheme "http"`},
 		{in: "", err: "empty broker"},
 		{in: "tcp://", err: "has no host"},
+		// Credentials are refused without repeating them.
+		{in: "tcp://gw:hunter2@broker.local:1883", err: `broker "tcp://broker.local:1883" carries credentials in its address; give the user as mqtt.username (MQTT_USERNAME) and the password in the file named by mqtt.password_file (MQTT_PASSWORD_FILE)`},
+		{in: "mqtts://gw:hunter2@broker.local/x@y", err: `broker "mqtts://broker.local/x@y" carries credentials`},
+		{in: "ws://:hunter2@broker.local", err: "carries credentials"},
+		{in: "gw:hunter2@broker.local", err: `broker "broker.local" carries credentials`},
+		{in: "tcp://gw:hunter2 with space@broker.local", err: "carries credentials"},
+		{in: "tcp://gw:hunter2%zz@broker.local", err: "carries credentials"},
 	}
 	for _, tc := range tests {
 		got, err := NormalizeBroker(tc.in)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("NormalizeBroker(%q) error = %v, want %q", tc.in, err, tc.err)
+			}
+			if err != nil && strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("NormalizeBroker(%q) error %q repeats the password", tc.in, err)
 			}
 			continue
 		}
@@ -107,5 +117,23 @@ func TestQueueEnv(t *testing.T) {
 	e, _ = Load(func(string) string { return "" }, "modbus")
 	if e.QueueSync != 0 {
 		t.Errorf("default QueueSync = %v, want 0 (the queue's default)", e.QueueSync)
+	}
+}
+
+func TestPlaintextPassword(t *testing.T) {
+	tests := []struct {
+		broker, passwordFile string
+		want                 bool
+	}{
+		{"tcp://b:1883", "/etc/fieldgate/mqtt.pass", true},
+		{"ws://b:80/mqtt", "/p", true},
+		{"ssl://b:8883", "/p", false},
+		{"wss://b:443/mqtt", "/p", false},
+		{"tcp://b:1883", "", false},
+	}
+	for _, tc := range tests {
+		if got := PlaintextPassword(tc.broker, tc.passwordFile); got != tc.want {
+			t.Errorf("PlaintextPassword(%q, %q) = %v, want %v", tc.broker, tc.passwordFile, got, tc.want)
+		}
 	}
 }

@@ -196,6 +196,9 @@ func New(cfg Config, schema []reading.Device, log *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("sparkplug: %w", err)
 	}
 	cfg.Broker = broker
+	if runenv.PlaintextPassword(broker, cfg.Credentials.PasswordFile) {
+		log.Warn("mqtt password goes over an unencrypted connection; use ssl:// or wss:// unless the network is trusted", "broker", broker)
+	}
 	if cfg.GatewayID == "" || cfg.CollectorName == "" {
 		return nil, errors.New("sparkplug: gateway id and collector name are required (they make the edge node id)")
 	}

@@ -238,7 +238,7 @@ type Collector struct {
 	// Queue sets the collector's durable outbound queue (QUEUE_* env).
 	Queue Queue `yaml:"queue"`
 	// MQTT overrides the gateway's payload and Sparkplug settings.
-	MQTT *Output          `yaml:"mqtt"`
+	MQTT *Output           `yaml:"mqtt"`
 	Env  map[string]string `yaml:"env"`
 
 	// Modbus and OPCUA are the protocol sections, kept as YAML; exactly one is set.
@@ -248,8 +248,12 @@ type Collector struct {
 	// Protocol is "modbus" or "opcua", whichever section is set.
 	Protocol string `yaml:"-"`
 	// ProtocolConfig is the protocol section as a YAML document: the content
-	// of the collector's COLLECTOR_CONFIG file.
+	// of the collector's COLLECTOR_CONFIG file, with the paths of
+	// SecretFiles replaced by their container paths.
 	ProtocolConfig []byte `yaml:"-"`
+	// SecretFiles are the host files the protocol section names, mounted
+	// read-only into the container.
+	SecretFiles []SecretFile `yaml:"-"`
 
 	Pos configfile.Pos `yaml:"-"`
 }
@@ -366,7 +370,7 @@ type loader struct {
 // Load reads and validates the gateway.yaml at path. Problems are returned
 // together as a *configfile.Errors.
 func Load(path string, opts ...Option) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read gateway config: %w", err)
 	}
@@ -383,6 +387,12 @@ func Parse(path string, data []byte, opts ...Option) (*Config, error) {
 	cfg := DefaultConfig
 	cfg.Version = 0 // required: an absent version is an error, not version 1
 	cfg.Path = path
+	// Size, syntax and alias expansion first: past any of these, nothing
+	// else in the file is worth reading.
+	root, err := configfile.Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
 	errs := configfile.NewErrors(path)
 	if err := configfile.Decode(path, data, &cfg); err != nil {
 		var ce *configfile.Errors
@@ -391,12 +401,7 @@ func Parse(path string, data []byte, opts ...Option) (*Config, error) {
 		}
 		errs.List = append(errs.List, ce.List...)
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		// configfile.Decode has reported the syntax error already.
-		return nil, errs
-	}
-	v := validator{loader: l, cfg: &cfg, errs: errs, doc: document{&root}, path: path, data: data}
+	v := validator{loader: l, cfg: &cfg, errs: errs, doc: document{root}, path: path, data: data}
 	v.defaults()
 	v.validate()
 	if err := errs.Err(); err != nil {

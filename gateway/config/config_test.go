@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,11 +15,32 @@ import (
 	"fieldgate/collectors/configfile"
 )
 
-// fakeStat says these device paths exist, nothing else.
+// fakeFiles are the paths fakeStat says exist: devices, secret files and
+// directories of the fixtures.
+var fakeFiles = map[string]fs.FileMode{
+	"/dev/ttyUSB0": fs.ModeDevice | fs.ModeCharDevice, "/dev/ttyUSB1": fs.ModeDevice | fs.ModeCharDevice,
+	"/dev/ttyS0":               fs.ModeDevice | fs.ModeCharDevice,
+	"/etc/fieldgate/mqtt.pass": 0o600, "/etc/gw.pem": 0o644, "/etc/fieldgate/ca.pem": 0o644, "/etc/fieldgate/gw.pem": 0o644, "/etc/fieldgate/gw.key": 0o600,
+	"/etc/fieldgate/opcua/op.pass": 0o600, "/etc/fieldgate/opcua/client.pem": 0o644, "/etc/fieldgate/opcua/client.key": 0o600,
+	"/etc/fieldgate/opcua/trusted": fs.ModeDir | 0o755,
+}
+
+type fakeInfo struct {
+	name string
+	mode fs.FileMode
+}
+
+func (f fakeInfo) Name() string       { return filepath.Base(f.name) }
+func (f fakeInfo) Size() int64        { return 0 }
+func (f fakeInfo) Mode() fs.FileMode  { return f.mode }
+func (f fakeInfo) ModTime() time.Time { return time.Time{} }
+func (f fakeInfo) IsDir() bool        { return f.mode.IsDir() }
+func (f fakeInfo) Sys() any           { return nil }
+
+// fakeStat says the paths of fakeFiles exist, nothing else.
 func fakeStat(name string) (os.FileInfo, error) {
-	switch name {
-	case "/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyS0":
-		return nil, nil
+	if mode, ok := fakeFiles[name]; ok {
+		return fakeInfo{name, mode}, nil
 	}
 	return nil, &fs.PathError{Op: "stat", Path: name, Err: fs.ErrNotExist}
 }
@@ -140,14 +162,14 @@ func TestSectionLines(t *testing.T) {
 	saved := ProtocolParsers
 	t.Cleanup(func() { ProtocolParsers = saved })
 	ProtocolParsers = map[string]ProtocolParser{
-		ProtocolModbus: func(path string, data []byte) error {
+		ProtocolModbus: func(path string, data []byte) ([]ProtocolFile, error) {
 			var v struct {
 				Transport string `yaml:"transport"`
 				Devices   []struct {
 					Name string `yaml:"name"`
 				} `yaml:"devices"`
 			}
-			return configfile.Decode(path, data, &v)
+			return nil, configfile.Decode(path, data, &v)
 		},
 	}
 	data := []byte(`version: 1
@@ -242,5 +264,42 @@ func TestProtocolConfigCanonical(t *testing.T) {
 `)
 	if changed == flow {
 		t.Error("a value change left the collector file unchanged")
+	}
+}
+
+// TestSecretFiles: the files an OPC UA section names are listed for
+// mounting and the collector's file names their container paths.
+func TestSecretFiles(t *testing.T) {
+	for _, file := range []string{"testdata/opcua-files.good.yml"} {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Parse(file, data, WithStat(fakeStat), WithHostname(fakeHostname))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := cfg.Collectors[0]
+			want := []SecretFile{
+				{Key: "security.cert_file", Host: "/etc/fieldgate/opcua/client.pem", Container: "/etc/fieldgate/opcua/security.cert_file"},
+				{Key: "security.key_file", Host: "/etc/fieldgate/opcua/client.key", Container: "/etc/fieldgate/opcua/security.key_file"},
+				{Key: "trust_dir", Host: "/etc/fieldgate/opcua/trusted", Container: "/etc/fieldgate/opcua/trust_dir", Dir: true},
+				{Key: "auth.password_file", Host: "/etc/fieldgate/opcua/op.pass", Container: "/etc/fieldgate/opcua/auth.password_file"},
+			}
+			if !slices.Equal(c.SecretFiles, want) {
+				t.Errorf("SecretFiles = %+v\nwant %+v", c.SecretFiles, want)
+			}
+			pc := string(c.ProtocolConfig)
+			for _, w := range want {
+				if !strings.Contains(pc, w.Container) || strings.Contains(pc, w.Host) {
+					t.Errorf("collector file does not name %s instead of %s:\n%s", w.Container, w.Host, pc)
+				}
+			}
+			// The collector's own parser accepts the rewritten file.
+			if _, err := ProtocolParsers[ProtocolOPCUA]("collector.yaml", c.ProtocolConfig); err != nil {
+				t.Errorf("collector file rejected: %v\n%s", err, pc)
+			}
+		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -30,10 +29,18 @@ var (
 // maxNameLen bounds collector names (container ids, directory names, topic levels).
 const maxNameLen = 63
 
-// ProtocolParser validates a protocol section. data is laid out so that line
-// numbers are those of gateway.yaml (path); errors should be a
-// *configfile.Errors for their lines to be kept.
-type ProtocolParser func(path string, data []byte) error
+// ProtocolParser validates a protocol section and lists the files it names.
+// data is laid out so that line numbers are those of gateway.yaml (path);
+// errors should be a *configfile.Errors for their lines to be kept.
+type ProtocolParser func(path string, data []byte) ([]ProtocolFile, error)
+
+// ProtocolFile is a host file or directory a protocol section names at Key
+// (a dotted path within the section, "auth.password_file").
+type ProtocolFile struct {
+	Key  string
+	Path string
+	Dir  bool
+}
 
 type validator struct {
 	loader
@@ -142,11 +149,33 @@ func (v *validator) validateMQTT() {
 	d := v.doc
 	if m.Broker == "" {
 		v.add(d.pos("mqtt"), "mqtt.broker is required (e.g. tcp://broker.local:1883)")
-	} else if err := checkBroker(m.Broker); err != nil {
+	} else if _, err := runenv.NormalizeBroker(m.Broker); err != nil {
 		v.add(d.pos("mqtt", "broker"), "invalid mqtt.broker: %v", err)
 	}
 	if (m.TLS.CertFile == "") != (m.TLS.KeyFile == "") {
 		v.add(d.pos("mqtt", "tls"), "mqtt.tls: cert_file and key_file go together (got only one)")
+	}
+	// The supervisor mounts these into every collector: they must be
+	// there, as files.
+	for _, f := range []struct {
+		path string
+		keys []any
+	}{
+		{m.PasswordFile, []any{"mqtt", "password_file"}},
+		{m.TLS.CAFile, []any{"mqtt", "tls", "ca_file"}},
+		{m.TLS.CertFile, []any{"mqtt", "tls", "cert_file"}},
+		{m.TLS.KeyFile, []any{"mqtt", "tls", "key_file"}},
+	} {
+		if f.path == "" {
+			continue
+		}
+		name := fmt.Sprint(f.keys[0])
+		for _, k := range f.keys[1:] {
+			name += "." + fmt.Sprint(k)
+		}
+		if msg := v.checkHostFile(f.path, false); msg != "" {
+			v.add(d.pos(f.keys...), "%s: %q %s", name, f.path, msg)
+		}
 	}
 	p := m.TopicPrefix
 	if strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
@@ -180,30 +209,6 @@ func (v *validator) validateOutput(o Output, where string, at func(keys ...any) 
 			v.add(at(k.key), "%v", err)
 		}
 	}
-}
-
-// checkBroker accepts the forms of DESIGN.md's MQTT_BROKER: host, host:port or
-// a tcp://, ssl://, ws:// (also mqtt://, mqtts://, tls://, wss://) URL.
-func checkBroker(s string) error {
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Errorf("%q: %w", s, err)
-		}
-		switch u.Scheme {
-		case "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss":
-		default:
-			return fmt.Errorf("%q: unknown scheme %q (valid: tcp, ssl, tls, mqtt, mqtts, ws, wss)", s, u.Scheme)
-		}
-		if u.Hostname() == "" {
-			return fmt.Errorf("%q: no host", s)
-		}
-		return nil
-	}
-	if strings.ContainsAny(s, "/ ") {
-		return fmt.Errorf("%q: want host, host:port or a URL", s)
-	}
-	return nil
 }
 
 type claimSource struct {
@@ -291,7 +296,6 @@ func (v *validator) validateCollector(i int, names map[string]int, claims map[st
 		}
 	}
 
-
 	// Devices: host paths exist, and each has a single owner.
 	own := map[string]bool{}
 	claim := func(host string, pos configfile.Pos) {
@@ -364,15 +368,10 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 		v.add(at(proto), "%s: %s: must be a mapping of the collector's settings", who, proto)
 		return
 	}
-	out, err := yaml.Marshal(canonical(val))
-	if err != nil {
-		v.add(at(proto), "%s: %s: %v", who, proto, err)
-		return
-	}
-	c.ProtocolConfig = out
-
+	section := canonical(val)
 	if parse := ProtocolParsers[proto]; parse != nil {
-		err := parse(v.path, sectionBytes(v.data, key, val))
+		files, err := parse(v.path, sectionBytes(v.data, key, val))
+		v.secretFiles(c, who, proto, section, files, at)
 		var ce *configfile.Errors
 		switch {
 		case err == nil:
@@ -386,6 +385,12 @@ func (v *validator) validateProtocol(i int, c *Collector, who string, claim func
 			v.add(at(proto), "%s: %s: %v", who, proto, err)
 		}
 	}
+	out, err := yaml.Marshal(section)
+	if err != nil {
+		v.add(at(proto), "%s: %s: %v", who, proto, err)
+		return
+	}
+	c.ProtocolConfig = out
 
 	// The modbus serial line is a device claim too: its container path maps
 	// back to a host path through devices, or is the host path itself

@@ -96,6 +96,9 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 		return nil, fmt.Errorf("gateway status: %w", err)
 	}
 	cfg.Broker = broker
+	if runenv.PlaintextPassword(broker, cfg.PasswordFile) {
+		log.Warn("gateway status: mqtt password goes over an unencrypted connection; use ssl:// or wss:// unless the network is trusted", "broker", broker)
+	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = "fieldgate"
 	}

@@ -52,8 +52,9 @@ type Spec struct {
 	// LogPath is the host file of the task's stdout and stderr (rotated
 	// next to it): {data_dir}/logs/{name}/collector.log (LogPath).
 	LogPath string `json:"log_path"`
-	// Mounts are every bind mount: the config file, the data dir and the
-	// broker credential files.
+	// Mounts are every bind mount: the config file, the data dir, the
+	// broker credential files and the files of the protocol section
+	// (config.Collector.SecretFiles), all read-only but the data dir.
 	Mounts     []Mount           `json:"mounts"`
 	Devices    []config.Device   `json:"devices"`
 	Privileged bool              `json:"privileged"`
@@ -107,6 +108,12 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	secret("MQTT_CA_FILE", cfg.MQTT.TLS.CAFile, "ca.pem")
 	secret("MQTT_CERT_FILE", cfg.MQTT.TLS.CertFile, "cert.pem")
 	secret("MQTT_KEY_FILE", cfg.MQTT.TLS.KeyFile, "key.pem")
+	// The files the protocol section names (OPC UA keys, certificates,
+	// password, trust directory): its collector file already names these
+	// container paths.
+	for _, f := range c.SecretFiles {
+		mounts = append(mounts, Mount{Source: f.Host, Destination: f.Container, ReadOnly: true})
+	}
 	for k, v := range c.Queue.Env() {
 		env[k] = v
 	}

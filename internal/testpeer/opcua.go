@@ -32,6 +32,10 @@ type OPCUAConfig struct {
 	// MaxItemsPerCall and MaxNodesPerRead are the server's OperationLimits
 	// (0: the script's default, 500).
 	MaxItemsPerCall, MaxNodesPerRead int
+	// Oversize adds ns=1;s=Big.String (String of Oversize characters),
+	// Big.Bytes (ByteString of Oversize bytes) and Big.Array
+	// (Double[Oversize]).
+	Oversize int
 }
 
 // OPCUAServer is a running node-opcua server.
@@ -93,6 +97,9 @@ func OPCUA(t testing.TB, cfg OPCUAConfig) *OPCUAServer {
 	}
 	if cfg.MaxNodesPerRead > 0 {
 		args = append(args, "--max-nodes-per-read", strconv.Itoa(cfg.MaxNodesPerRead))
+	}
+	if cfg.Oversize > 0 {
+		args = append(args, "--oversize", strconv.Itoa(cfg.Oversize))
 	}
 	s := &OPCUAServer{t: t, Port: cfg.Port, args: args}
 	s.Start()

@@ -321,8 +321,17 @@ type Message struct {
 // reconnecting.
 func Subscribe(t testing.TB, broker, topic string) <-chan Message {
 	t.Helper()
+	return SubscribeAs(t, broker, topic, "", "")
+}
+
+// SubscribeAs is Subscribe with a user name and password, for a broker
+// started WithPassword.
+func SubscribeAs(t testing.TB, broker, topic, user, password string) <-chan Message {
+	t.Helper()
 	ch := make(chan Message, 100000)
 	opts := mqtt.NewClientOptions().
+		SetUsername(user).
+		SetPassword(password).
 		AddBroker("tcp://" + broker).
 		SetClientID(fmt.Sprintf("testsub-%d-%d", os.Getpid(), time.Now().UnixNano())).
 		SetCleanSession(false).

@@ -9,6 +9,7 @@
 // file, or replace it when it does not exist (see opcua.ApplyEnv).
 //
 //	opcua-collector browse --endpoint URL [--node ID] [--depth N] [--policy P --mode M]
+//	    [--user U --password-file F [--allow-plaintext-password]]
 //
 // prints the server's address space (node id, browse path, data type) to
 // help write the `nodes:` list.
@@ -30,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"fieldgate/collectors/configfile"
 	"fieldgate/collectors/opcua"
 	"fieldgate/collectors/output"
 	"fieldgate/collectors/runenv"
@@ -141,7 +143,7 @@ func run(ctx context.Context, getenv func(string) string, stderr io.Writer) erro
 // (OPCUA_ENDPOINT and OPCUA_NODES), as on a lab bench.
 func loadConfig(path string, getenv func(string) string) (opcua.Config, error) {
 	var cfg opcua.Config
-	data, err := os.ReadFile(path)
+	data, err := configfile.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist) && getenv(opcua.EnvEndpoint) != "":
 	case err != nil:
@@ -165,6 +167,7 @@ func browse(ctx context.Context, args []string, getenv func(string) string, stdo
 	mode := fs.String("mode", "", "security mode: None, Sign, SignAndEncrypt (with --policy)")
 	user := fs.String("user", "", "user name (with --password-file)")
 	passwordFile := fs.String("password-file", "", "file holding the password")
+	allowPlaintext := fs.Bool("allow-plaintext-password", false, "accept sending the password unencrypted (security policy None)")
 	trustDir := fs.String("trust-dir", "", "trusted server certificates (default DATA_DIR/pki/trusted)")
 	defData := getenv("DATA_DIR")
 	if defData == "" {
@@ -209,7 +212,7 @@ func browse(ctx context.Context, args []string, getenv func(string) string, stdo
 		}
 	}
 	if *user != "" || *passwordFile != "" {
-		cfg.Auth = &opcua.Auth{Username: *user, PasswordFile: *passwordFile}
+		cfg.Auth = &opcua.Auth{Username: *user, PasswordFile: *passwordFile, AllowPlaintextPassword: *allowPlaintext}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

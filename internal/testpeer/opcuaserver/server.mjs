@@ -16,6 +16,9 @@
 //	--bulk N            add N Double variables ns=1;s=Bulk.0 .. Bulk.N-1 (changing every second)
 //	--max-items-per-call N  OperationLimits MaxMonitoredItemsPerCall (default 500)
 //	--max-nodes-per-read N  OperationLimits MaxNodesPerRead (default 500)
+//	--oversize N        add Big.String (String of N characters), Big.Bytes
+//	                    (ByteString of N bytes) and Big.Array (Double[N]),
+//	                    constant, for the collector's size limits
 //
 // Known variables (namespace 1, string ids):
 //
@@ -53,6 +56,7 @@ function parseArgs(argv) {
     bulk: 0,
     maxItemsPerCall: 500,
     maxNodesPerRead: 500,
+    oversize: 0,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -69,6 +73,7 @@ function parseArgs(argv) {
       case "--bulk": o.bulk = parseInt(next(), 10); break;
       case "--max-items-per-call": o.maxItemsPerCall = parseInt(next(), 10); break;
       case "--max-nodes-per-read": o.maxNodesPerRead = parseInt(next(), 10); break;
+      case "--oversize": o.oversize = parseInt(next(), 10); break;
       default: throw new Error(`unknown flag ${a}`);
     }
   }
@@ -207,6 +212,17 @@ async function main() {
       );
     }
   }
+  if (opt.oversize > 0) {
+    const big = ns.addObject({ organizedBy: objects, browseName: "Big", nodeId: "s=Big" });
+    const n = opt.oversize;
+    ns.addVariable({ componentOf: big, browseName: "String", nodeId: "s=Big.String", dataType: "String",
+      value: new Variant({ dataType: DataType.String, value: "x".repeat(n) }) });
+    ns.addVariable({ componentOf: big, browseName: "Bytes", nodeId: "s=Big.Bytes", dataType: "ByteString",
+      value: new Variant({ dataType: DataType.ByteString, value: Buffer.alloc(n, 7) }) });
+    ns.addVariable({ componentOf: big, browseName: "Array", nodeId: "s=Big.Array", dataType: "Double", valueRank: 1,
+      value: new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: new Float64Array(n).fill(1.5) }) });
+  }
+
   let tick = 0;
   const slow = setInterval(() => {
     tick++;
