@@ -251,3 +251,49 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// PruneImages deletes every image of the namespace whose digest is neither
+// in keep nor the one a container of the namespace was created from, and
+// returns what it deleted. containerd's garbage collector then frees the
+// content no image or container references. Deleting a name that another
+// caller deleted meanwhile is no error.
+func (r *Runtime) PruneImages(ctx context.Context, keep []string) ([]ImageInfo, error) {
+	ctx = r.ctx(ctx)
+	keepSet := map[string]bool{}
+	for _, d := range keep {
+		keepSet[d] = true
+	}
+	cs, err := r.client.Containers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: list containers: %w", err)
+	}
+	for _, c := range cs {
+		labels, err := c.Labels(ctx)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("prune images: container %q: %w", c.ID(), err)
+		}
+		if d := labels[labelImageDigest]; d != "" {
+			keepSet[d] = true
+		}
+	}
+	imgs, err := r.Images(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prune images: %w", err)
+	}
+	var (
+		removed []ImageInfo
+		errs    []error
+	)
+	for _, img := range imgs {
+		if keepSet[img.Digest] {
+			continue
+		}
+		if err := r.client.ImageService().Delete(ctx, img.Name); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete image %q: %w", img.Name, err))
+			continue
+		}
+		r.log.Info("image pruned", "image", img.Name, "digest", img.Digest)
+		removed = append(removed, img)
+	}
+	return removed, errors.Join(errs...)
+}

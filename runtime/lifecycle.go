@@ -146,6 +146,8 @@ func (r *Runtime) Start(ctx context.Context, id string) (ContainerInfo, error) {
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return ContainerInfo{}, fmt.Errorf("container %q: task: %w", id, err)
+	} else if err := r.reapShim(ctx, id); err != nil {
+		return ContainerInfo{}, err
 	}
 	labels, err := c.Labels(ctx)
 	if err != nil {
@@ -160,7 +162,11 @@ func (r *Runtime) Start(ctx context.Context, id string) (ContainerInfo, error) {
 		return ContainerInfo{}, fmt.Errorf("container %q: create task: %w", id, err)
 	}
 	if err := task.Start(ctx); err != nil {
-		_, _ = task.Delete(ctx, containerd.WithProcessKill)
+		// Not with ctx: a caller's cancelled context would leave the task
+		// (and its shim) behind.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killWait)
+		_, _ = task.Delete(dctx, containerd.WithProcessKill)
+		cancel()
 		return ContainerInfo{}, fmt.Errorf("container %q: start task: %w", id, err)
 	}
 	r.log.Info("task started", "container", id, "pid", task.Pid())
@@ -230,6 +236,9 @@ func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) er
 	task, err := c.Task(ctx, nil)
 	switch {
 	case errdefs.IsNotFound(err):
+		if err := r.reapShim(ctx, id); err != nil {
+			r.log.Error("leftover shim not shut down", "container", id, "err", err)
+		}
 	case err != nil:
 		return fmt.Errorf("container %q: task: %w", id, err)
 	default:

@@ -36,6 +36,7 @@ const DefaultSnapshotter = "overlayfs"
 // Runtime talks to one containerd daemon, in one namespace.
 type Runtime struct {
 	client      *containerd.Client
+	address     string // the daemon's socket, which names its shims' sockets
 	namespace   string
 	log         *slog.Logger
 	snapshotter string
@@ -76,7 +77,7 @@ func New(address, namespace string, log *slog.Logger, opts ...Option) (*Runtime,
 	if log == nil {
 		return nil, errors.New("runtime: nil logger")
 	}
-	r := &Runtime{namespace: namespace, log: log, snapshotter: DefaultSnapshotter}
+	r := &Runtime{address: address, namespace: namespace, log: log, snapshotter: DefaultSnapshotter}
 	for _, o := range opts {
 		o(r)
 	}

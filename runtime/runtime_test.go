@@ -669,24 +669,7 @@ func TestSpecValidate(t *testing.T) {
 	}
 }
 
-func TestParseDeviceAndNormalizeName(t *testing.T) {
-	for _, tt := range []struct{ in, host, ctr, err string }{
-		{"/dev/ttyUSB0", "/dev/ttyUSB0", "/dev/ttyUSB0", ""},
-		{"/dev/serial/by-id/usb-FTDI:/dev/ttyUSB1", "/dev/serial/by-id/usb-FTDI", "/dev/ttyUSB1", ""},
-		{"/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0", "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0", "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0", ""},
-		{"ttyUSB0", "", "", `device "ttyUSB0"`},
-	} {
-		d, err := fgrt.ParseDevice(tt.in)
-		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) {
-				t.Errorf("ParseDevice(%q) err %v, want %q", tt.in, err, tt.err)
-			}
-			continue
-		}
-		if err != nil || d.Host != tt.host || d.Container != tt.ctr {
-			t.Errorf("ParseDevice(%q) = %+v, %v", tt.in, d, err)
-		}
-	}
+func TestNormalizeName(t *testing.T) {
 	for in, want := range map[string]string{
 		"fieldgate/collector-modbus:latest": "docker.io/fieldgate/collector-modbus:latest",
 		"fieldgate/collector-modbus":        "docker.io/fieldgate/collector-modbus:latest",

@@ -144,23 +144,6 @@ type Mount struct {
 	ReadOnly  bool
 }
 
-// ParseDevice parses the config form HOST[:CONTAINER]. The split is at the
-// last ":/", so host paths with colons (/dev/serial/by-path/pci-0000:00:…)
-// work.
-func ParseDevice(s string) (Device, error) {
-	d := Device{Host: s}
-	if i := strings.LastIndex(s, ":/"); i > 0 {
-		d = Device{Host: s[:i], Container: s[i+1:]}
-	}
-	if d.Container == "" {
-		d.Container = d.Host
-	}
-	if !path.IsAbs(d.Host) || !path.IsAbs(d.Container) {
-		return Device{}, fmt.Errorf("device %q: want HOST[:CONTAINER] with absolute paths", s)
-	}
-	return d, nil
-}
-
 var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,75}$`)
 
 // Validate checks the spec without touching the host or containerd.

@@ -275,20 +275,34 @@ type Device struct {
 	Host, Container string
 }
 
-// ParseDevice splits a HOST[:CONTAINER] entry; CONTAINER defaults to HOST.
-func ParseDevice(s string) Device {
-	host, ctr, ok := strings.Cut(s, ":")
-	if !ok || ctr == "" {
-		ctr = host
+// ParseDevice parses a `devices` entry, HOST[:CONTAINER], both absolute
+// paths; CONTAINER defaults to HOST. It splits at the last ":/", so a host
+// path holding colons works: udev's by-path names do
+// (/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0:/dev/ttyUSB0). It is
+// the one parser of this form: validate and the supervisor both use it.
+func ParseDevice(s string) (Device, error) {
+	d := Device{Host: s, Container: s}
+	if i := strings.LastIndex(s, ":/"); i > 0 {
+		d = Device{Host: s[:i], Container: s[i+1:]}
 	}
-	return Device{Host: host, Container: ctr}
+	switch {
+	case strings.HasSuffix(s, ":"):
+		return Device{}, fmt.Errorf("device %q: empty container path (want HOST[:CONTAINER], absolute paths)", s)
+	case !filepath.IsAbs(d.Host) || !filepath.IsAbs(d.Container):
+		return Device{}, fmt.Errorf("device %q: want HOST[:CONTAINER], absolute paths", s)
+	}
+	return d, nil
 }
 
-// ParsedDevices returns the collector's devices entries parsed.
+// ParsedDevices returns the collector's `devices` entries parsed; entries
+// that do not parse are left out (a loaded config has none: Load rejects
+// them).
 func (c *Collector) ParsedDevices() []Device {
 	out := make([]Device, 0, len(c.Devices))
-	for _, d := range c.Devices {
-		out = append(out, ParseDevice(d))
+	for _, raw := range c.Devices {
+		if d, err := ParseDevice(raw); err == nil {
+			out = append(out, d)
+		}
 	}
 	return out
 }

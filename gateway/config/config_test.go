@@ -19,8 +19,10 @@ import (
 // directories of the fixtures.
 var fakeFiles = map[string]fs.FileMode{
 	"/dev/ttyUSB0": fs.ModeDevice | fs.ModeCharDevice, "/dev/ttyUSB1": fs.ModeDevice | fs.ModeCharDevice,
-	"/dev/ttyS0":               fs.ModeDevice | fs.ModeCharDevice,
-	"/etc/fieldgate/mqtt.pass": 0o600, "/etc/gw.pem": 0o644, "/etc/fieldgate/ca.pem": 0o644, "/etc/fieldgate/gw.pem": 0o644, "/etc/fieldgate/gw.key": 0o600,
+	"/dev/ttyS0": fs.ModeDevice | fs.ModeCharDevice,
+	"/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0": fs.ModeDevice | fs.ModeCharDevice,
+	"/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:2.0-port0": fs.ModeDevice | fs.ModeCharDevice,
+	"/etc/fieldgate/mqtt.pass":                               0o600, "/etc/gw.pem": 0o644, "/etc/fieldgate/ca.pem": 0o644, "/etc/fieldgate/gw.pem": 0o644, "/etc/fieldgate/gw.key": 0o600,
 	"/etc/fieldgate/opcua/op.pass": 0o600, "/etc/fieldgate/opcua/client.pem": 0o644, "/etc/fieldgate/opcua/client.key": 0o600,
 	"/etc/fieldgate/opcua/trusted": fs.ModeDir | 0o755,
 }
@@ -264,6 +266,33 @@ func TestProtocolConfigCanonical(t *testing.T) {
 `)
 	if changed == flow {
 		t.Error("a value change left the collector file unchanged")
+	}
+}
+
+func TestParseDevice(t *testing.T) {
+	const byPath = "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0"
+	for _, tt := range []struct{ in, host, ctr, err string }{
+		{"/dev/ttyUSB0", "/dev/ttyUSB0", "/dev/ttyUSB0", ""},
+		{"/dev/ttyUSB1:/dev/ttyUSB0", "/dev/ttyUSB1", "/dev/ttyUSB0", ""},
+		{"/dev/serial/by-id/usb-FTDI:/dev/ttyUSB1", "/dev/serial/by-id/usb-FTDI", "/dev/ttyUSB1", ""},
+		{byPath, byPath, byPath, ""},
+		{byPath + ":/dev/ttyUSB0", byPath, "/dev/ttyUSB0", ""},
+		{"ttyUSB0", "", "", `device "ttyUSB0": want HOST[:CONTAINER], absolute paths`},
+		{"relative:/dev/x", "", "", `device "relative:/dev/x": want HOST[:CONTAINER]`},
+		// No ":/": one host path (validate then says it does not exist).
+		{"/dev/ttyUSB0:ttyS0", "/dev/ttyUSB0:ttyS0", "/dev/ttyUSB0:ttyS0", ""},
+		{"/dev/ttyUSB0:", "", "", `device "/dev/ttyUSB0:": empty container path`},
+	} {
+		d, err := ParseDevice(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseDevice(%q) = %+v, %v; want error %q", tt.in, d, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || d.Host != tt.host || d.Container != tt.ctr {
+			t.Errorf("ParseDevice(%q) = %+v, %v; want %s -> %s", tt.in, d, err, tt.host, tt.ctr)
+		}
 	}
 }
 

@@ -311,8 +311,8 @@ func (v *validator) validateCollector(i int, names map[string]int, claims map[st
 	}
 	for j, raw := range c.Devices {
 		pos := at("devices", j)
-		dev := ParseDevice(raw)
-		if !filepath.IsAbs(dev.Host) || !filepath.IsAbs(dev.Container) {
+		dev, err := ParseDevice(raw)
+		if err != nil {
 			v.add(pos, "%s: invalid device %q (want HOST[:CONTAINER], absolute paths)", who, raw)
 			continue
 		}

@@ -1,5 +1,6 @@
 // Package httpapi serves the supervisor's HTTP endpoints on gateway.listen:
-// /healthz, /status (JSON) and /metrics (Prometheus).
+// /healthz, /status (JSON), /metrics (Prometheus), and the operator's
+// POST /collectors/NAME/stop and /start (`fieldgate stop|start NAME`).
 package httpapi
 
 import (
@@ -22,6 +23,19 @@ import (
 // StatusSource gives the supervisor's current status.
 type StatusSource interface {
 	Status() supervisor.Status
+}
+
+// Controller stops and starts collectors for an operator. A StatusSource
+// that is also a Controller gets the POST /collectors/NAME/stop and /start
+// endpoints.
+type Controller interface {
+	StopCollector(ctx context.Context, name string) (supervisor.CollectorStatus, error)
+	StartCollector(ctx context.Context, name string) (supervisor.CollectorStatus, error)
+}
+
+// ErrorBody is the JSON body of an endpoint's error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
 }
 
 // shutdownTimeout bounds how long Run waits for in-flight requests at stop.
@@ -73,7 +87,36 @@ func Handler(src StatusSource) *http.ServeMux {
 		_ = enc.Encode(src.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if c, ok := src.(Controller); ok {
+		mux.HandleFunc("POST /collectors/{name}/stop", control(c.StopCollector))
+		mux.HandleFunc("POST /collectors/{name}/start", control(c.StartCollector))
+	}
 	return mux
+}
+
+// control answers an operator's stop or start: the collector's status, or
+// an ErrorBody with 404 for an unknown collector, 503 when the supervisor
+// is not running, 500 otherwise.
+func control(do func(context.Context, string) (supervisor.CollectorStatus, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		st, err := do(r.Context(), r.PathValue("name"))
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err != nil {
+			code := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, supervisor.ErrUnknownCollector):
+				code = http.StatusNotFound
+			case errors.Is(err, supervisor.ErrNotRunning):
+				code = http.StatusServiceUnavailable
+			}
+			w.WriteHeader(code)
+			_ = enc.Encode(ErrorBody{Error: err.Error()})
+			return
+		}
+		_ = enc.Encode(st)
+	}
 }
 
 // Listen binds the address; Run calls it if it was not called before.
@@ -128,7 +171,9 @@ var (
 	descUp = prometheus.NewDesc("fieldgate_collector_up",
 		"1 when the collector's task is running.", []string{"collector"}, nil)
 	descRestarts = prometheus.NewDesc("fieldgate_collector_restarts_total",
-		"Restarts of the collector's task by its restart policy since the supervisor started.", []string{"collector"}, nil)
+		"Restarts of the collector's task by its restart policy (kept across supervisor restarts).", []string{"collector"}, nil)
+	descDigest = prometheus.NewDesc("fieldgate_collector_image_current",
+		"1 when the collector's task runs the image digest its tag points to.", []string{"collector"}, nil)
 	descState = prometheus.NewDesc("fieldgate_collector_state",
 		"1 for the collector's current state (starting, running, backoff, crashloop, exited, stopped, error).", []string{"collector", "state"}, nil)
 	descLastExit = prometheus.NewDesc("fieldgate_collector_last_exit_code",
@@ -194,7 +239,7 @@ var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supe
 	supervisor.StateCrashLoop, supervisor.StateExited, supervisor.StateStopped, supervisor.StateError}
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRestarts, descState, descLastExit, descStarted, descReloads, descInfo,
+	for _, d := range []*prometheus.Desc{descUp, descRestarts, descDigest, descState, descLastExit, descStarted, descReloads, descInfo,
 		descQueuePending, descQueueBytes, descQueueDropped, descQueueRejected, descQueueCorrupt, descQueueAppendFailed,
 		descDegraded, descResumedLost, descUpdateState, descUpdateInfo, descUpdateBoots, descUpdateMaxBoots, descUpdateLast} {
 		ch <- d
@@ -214,6 +259,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, c.Name)
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(c.Restarts), c.Name)
+		current := 0.0
+		if c.DigestMatches {
+			current = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDigest, prometheus.GaugeValue, current, c.Name)
 		for _, s := range allStates {
 			v := 0.0
 			if c.State == s {

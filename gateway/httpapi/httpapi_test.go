@@ -3,6 +3,8 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +26,7 @@ func testStatus() supervisor.Status {
 		LastReloadError: "gateway.yaml:7: unknown key \"x\"",
 		Collectors: []supervisor.CollectorStatus{
 			{Name: "modbus-line3", Image: "fieldgate/collector-modbus:latest", ImageDigest: "sha256:abc",
+				ConfiguredDigest: "sha256:abc", DigestMatches: true,
 				State: supervisor.StateRunning, Restarts: 3, Pid: 4242, StartedAt: &at, SpecHash: "ff",
 				LastExit: &supervisor.Exit{Code: 137, At: at},
 				Report: json.RawMessage(`{"state":"degraded","degraded":"queue append: no space left on device",` +
@@ -56,7 +59,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("status = %s", body)
 	}
 	c := v["collectors"].([]any)[0].(map[string]any)
-	for _, k := range []string{"name", "image", "image_digest", "state", "restarts", "last_exit", "started_at", "pid", "spec_hash", "last_error"} {
+	for _, k := range []string{"name", "image", "image_digest", "configured_digest", "digest_matches", "state", "restarts", "last_exit", "started_at", "pid", "spec_hash", "last_error"} {
 		if _, ok := c[k]; !ok {
 			t.Errorf("collector lacks %q: %s", k, body)
 		}
@@ -80,6 +83,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	for _, want := range []string{
 		`fieldgate_collector_restarts_total{collector="modbus-line3"} 3`,
+		`fieldgate_collector_image_current{collector="modbus-line3"} 1`,
+		`fieldgate_collector_image_current{collector="opcua-boiler"} 0`,
 		`fieldgate_collector_up{collector="modbus-line3"} 1`,
 		`fieldgate_collector_up{collector="opcua-boiler"} 0`,
 		`fieldgate_collector_state{collector="opcua-boiler",state="crashloop"} 1`,
@@ -127,5 +132,101 @@ func TestRunServesAndStops(t *testing.T) {
 	}
 	if _, err := New("nope", fakeSource{}, nil); err == nil {
 		t.Error("bad address accepted")
+	}
+}
+
+// fakeController is a StatusSource and Controller: a stop or start of
+// "modbus-line3" succeeds, anything else is unknown; down makes every call
+// fail as when Run is not running.
+type fakeController struct {
+	fakeSource
+	down  bool
+	calls []string
+}
+
+func (f *fakeController) do(op, name string) (supervisor.CollectorStatus, error) {
+	f.calls = append(f.calls, op+" "+name)
+	switch {
+	case f.down:
+		return supervisor.CollectorStatus{}, supervisor.ErrNotRunning
+	case name != "modbus-line3":
+		return supervisor.CollectorStatus{}, fmt.Errorf("%w %q (configured: modbus-line3)", supervisor.ErrUnknownCollector, name)
+	case op == "stop":
+		return supervisor.CollectorStatus{Name: name, State: supervisor.StateStopped}, nil
+	}
+	return supervisor.CollectorStatus{Name: name, State: supervisor.StateRunning}, nil
+}
+
+func (f *fakeController) StopCollector(_ context.Context, name string) (supervisor.CollectorStatus, error) {
+	return f.do("stop", name)
+}
+
+func (f *fakeController) StartCollector(_ context.Context, name string) (supervisor.CollectorStatus, error) {
+	return f.do("start", name)
+}
+
+func TestStopStart(t *testing.T) {
+	post := func(h http.Handler, path string) (int, string) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("POST", path, nil))
+		b, _ := io.ReadAll(rec.Result().Body)
+		return rec.Code, string(b)
+	}
+	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
+	h := Handler(fc)
+	for _, tt := range []struct {
+		path  string
+		code  int
+		field string // "state" or "error"
+		want  string
+	}{
+		{"/collectors/modbus-line3/stop", 200, "state", "stopped"},
+		{"/collectors/modbus-line3/start", 200, "state", "running"},
+		{"/collectors/nope/stop", 404, "error", `unknown collector "nope" (configured: modbus-line3)`},
+	} {
+		code, body := post(h, tt.path)
+		var v map[string]any
+		if err := json.Unmarshal([]byte(body), &v); err != nil || code != tt.code || v[tt.field] != tt.want {
+			t.Errorf("POST %s = %d %s, want %d %s=%q", tt.path, code, body, tt.code, tt.field, tt.want)
+		}
+	}
+	if code, _ := get(t, h, "/collectors/modbus-line3/stop"); code != http.StatusMethodNotAllowed {
+		t.Errorf("GET of stop = %d, want 405", code)
+	}
+	fc.down = true
+	if code, _ := post(h, "/collectors/modbus-line3/stop"); code != http.StatusServiceUnavailable {
+		t.Errorf("stop while not running = %d, want 503", code)
+	}
+	if len(fc.calls) != 4 {
+		t.Errorf("calls %v", fc.calls)
+	}
+	// A source that cannot control has no such endpoints.
+	if code, _ := post(Handler(fakeSource{testStatus()}), "/collectors/modbus-line3/stop"); code != http.StatusNotFound {
+		t.Errorf("stop without a controller = %d, want 404", code)
+	}
+}
+
+func TestClient(t *testing.T) {
+	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
+	srv := httptest.NewServer(Handler(fc))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+	st, raw, err := FetchStatus(ctx, addr)
+	if err != nil || st.GatewayID != "gw1" || len(st.Collectors) != 2 || !json.Valid(raw) {
+		t.Errorf("FetchStatus = %+v, %v", st, err)
+	}
+	if c, err := Control(ctx, addr, "stop", "modbus-line3"); err != nil || c.State != supervisor.StateStopped {
+		t.Errorf("stop = %+v, %v", c, err)
+	}
+	if _, err := Control(ctx, addr, "stop", "nope"); err == nil || err.Error() != `stop "nope": unknown collector "nope" (configured: modbus-line3)` {
+		t.Errorf("stop of an unknown collector: %v", err)
+	}
+	if _, err := Control(ctx, addr, "pause", "modbus-line3"); err == nil {
+		t.Error("unknown operation accepted")
+	}
+	srv.Close()
+	if _, _, err := FetchStatus(ctx, addr); !errors.Is(err, ErrNoSupervisor) || !strings.Contains(err.Error(), addr) {
+		t.Errorf("closed server: %v", err)
 	}
 }

@@ -3,7 +3,8 @@
 // will setting "state":"offline":
 //
 //	{"state":"online","ts":1764345600123,"version":"…",
-//	 "collectors":{"modbus-line3":{"state":"running","restarts":0,"image_digest":"sha256:…"}}}
+//	 "collectors":{"modbus-line3":{"state":"running","restarts":0,"image_digest":"sha256:…",
+//	   "configured_digest":"sha256:…","digest_matches":true}}}
 //
 // The collectors' own publisher (collectors/publish) is built for one
 // collector's data and status topics with a durable seq; the gateway needs only
@@ -65,9 +66,13 @@ type Payload struct {
 
 // CollectorPayload is one collector in the gateway status.
 type CollectorPayload struct {
-	State       string `json:"state"`
-	Restarts    int    `json:"restarts"`
-	ImageDigest string `json:"image_digest"`
+	State    string `json:"state"`
+	Restarts int    `json:"restarts"`
+	// ImageDigest is what the task runs, ConfiguredDigest what its image
+	// tag points to now; DigestMatches says they are the same.
+	ImageDigest      string `json:"image_digest"`
+	ConfiguredDigest string `json:"configured_digest"`
+	DigestMatches    bool   `json:"digest_matches"`
 }
 
 // Publisher keeps the retained gateway status up to date. Create it with New.
@@ -167,7 +172,8 @@ func (p *Publisher) payload(state string, ts time.Time) []byte {
 		st := p.src.Status()
 		pl.Collectors = make(map[string]CollectorPayload, len(st.Collectors))
 		for _, c := range st.Collectors {
-			pl.Collectors[c.Name] = CollectorPayload{State: c.State, Restarts: c.Restarts, ImageDigest: c.ImageDigest}
+			pl.Collectors[c.Name] = CollectorPayload{State: c.State, Restarts: c.Restarts, ImageDigest: c.ImageDigest,
+				ConfiguredDigest: c.ConfiguredDigest, DigestMatches: c.DigestMatches}
 		}
 		pl.Update = st.Update
 	}

@@ -51,7 +51,7 @@ func TestGatewayStatus(t *testing.T) {
 	testpeer.Require(t, "mosquitto")
 	broker := testpeer.Mosquitto(t)
 	src := &fakeSource{changed: make(chan struct{}, 1), st: supervisor.Status{Collectors: []supervisor.CollectorStatus{
-		{Name: "modbus-line3", State: supervisor.StateRunning, Restarts: 2, ImageDigest: "sha256:aa"},
+		{Name: "modbus-line3", State: supervisor.StateRunning, Restarts: 2, ImageDigest: "sha256:aa", ConfiguredDigest: "sha256:bb"},
 	}}}
 	p, err := New(Config{Broker: broker, GatewayID: "gw1", Version: "v9", MinInterval: time.Millisecond}, src, nil)
 	if err != nil {
@@ -69,7 +69,8 @@ func TestGatewayStatus(t *testing.T) {
 	if pl.State != "online" || pl.Version != "v9" || pl.TS == 0 {
 		t.Errorf("status = %s", m.Payload)
 	}
-	if c := pl.Collectors["modbus-line3"]; c.State != "running" || c.Restarts != 2 || c.ImageDigest != "sha256:aa" {
+	if c := pl.Collectors["modbus-line3"]; c.State != "running" || c.Restarts != 2 || c.ImageDigest != "sha256:aa" ||
+		c.ConfiguredDigest != "sha256:bb" || c.DigestMatches {
 		t.Errorf("collectors = %s", m.Payload)
 	}
 	src.set(supervisor.Status{Collectors: []supervisor.CollectorStatus{{Name: "modbus-line3", State: supervisor.StateCrashLoop, Restarts: 5}}})

@@ -53,7 +53,7 @@ func (l *logRecorder) count(substr string) int {
 // logged once per kind.
 func TestStatusIgnoresHostileReports(t *testing.T) {
 	dir := t.TempDir()
-	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always"}))
+	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always", ""}))
 	rec := &logRecorder{}
 	r := start(t, cfg, newFakeRuntime(), WithLogger(slog.New(rec)))
 	waitFor(t, "a running", stateIs(r.sup, "a", StateRunning))
@@ -112,7 +112,7 @@ func TestStatusIgnoresHostileReports(t *testing.T) {
 // and is not started again while it hangs.
 func TestStatusReadsReportsOutsideTheLock(t *testing.T) {
 	dir := t.TempDir()
-	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always"}, col{"b", "1s", "always"}))
+	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always", ""}, col{"b", "1s", "always", ""}))
 	rec := &logRecorder{}
 	r := start(t, cfg, newFakeRuntime(), WithLogger(slog.New(rec)))
 	waitFor(t, "a running", stateIs(r.sup, "a", StateRunning))
@@ -170,7 +170,7 @@ func TestStatusReadsReportsOutsideTheLock(t *testing.T) {
 // without being followed.
 func TestWriteFilesOutsideDataDir(t *testing.T) {
 	dir := t.TempDir()
-	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always"}))
+	cfg := load(t, writeConfig(t, dir, col{"a", "1s", "always", ""}))
 	spec := BuildSpec(cfg, &cfg.Collectors[0])
 	if strings.HasPrefix(spec.ConfigFile, spec.DataDir+"/") || strings.HasPrefix(spec.LogPath, spec.DataDir+"/") {
 		t.Fatalf("config %s or log %s inside the data dir %s", spec.ConfigFile, spec.LogPath, spec.DataDir)

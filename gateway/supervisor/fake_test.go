@@ -8,31 +8,78 @@ import (
 	"time"
 )
 
-// fakeRuntime implements Runtime in memory, with the contract's semantics
-// (replace on hash change, adopt a running task, restart an exited one).
+// fakeRuntime implements Runtime and ImageResolver in memory, with the
+// contract's semantics: replace on hash change (old task stopped first),
+// adopt a running task, restart an exited one; image tags point to digests
+// that can move (tag), and a reboot (reboot) leaves the containers without
+// tasks. It records when a device node would have two owners and how many
+// runtime changes ran at once.
 type fakeRuntime struct {
 	mu         sync.Mutex
 	containers map[string]*fakeContainer
 	nextPid    uint32
 	events     []string // "create a", "start a", "adopt a", "replace a", "remove a"
 	startErr   map[string]error
+	images     map[string]string // image ref -> digest
+	violations []string          // two owners of a device node
+	active     int               // Start/Remove calls under way
+	maxActive  int
+	startDelay time.Duration // each Start takes this long
 }
 
 type fakeContainer struct {
-	spec Spec
-	task *fakeTask
+	spec   Spec
+	digest string // the image digest it was created from
+	task   *fakeTask
 }
 
 type fakeTask struct {
 	pid     uint32
 	started time.Time
-	adopted bool
 	done    chan struct{}
 	exit    Exit
 }
 
+const (
+	fakeImage   = "fieldgate/collector-modbus:latest"
+	fakeDigest1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	fakeDigest2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+)
+
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{containers: map[string]*fakeContainer{}, nextPid: 100, startErr: map[string]error{}}
+	return &fakeRuntime{containers: map[string]*fakeContainer{}, nextPid: 100, startErr: map[string]error{},
+		images: map[string]string{fakeImage: fakeDigest1}}
+}
+
+func (f *fakeRuntime) ImageDigest(ctx context.Context, ref string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d, ok := f.images[ref]
+	if !ok {
+		return "", fmt.Errorf("image %q: %w", ref, errNoImage)
+	}
+	return d, nil
+}
+
+// tag points image ref at digest, as importing a new archive does.
+func (f *fakeRuntime) tag(ref, digest string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[ref] = digest
+}
+
+// reboot makes every task vanish at once, without an exit status, as a power
+// cut does; containers stay.
+func (f *fakeRuntime) reboot() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.containers {
+		if c.task != nil {
+			c.task.kill(-1)
+			c.task = nil
+		}
+	}
+	f.events = append(f.events, "reboot")
 }
 
 func (f *fakeRuntime) Containers(ctx context.Context) ([]Container, error) {
@@ -41,15 +88,36 @@ func (f *fakeRuntime) Containers(ctx context.Context) ([]Container, error) {
 	var out []Container
 	for name, c := range f.containers {
 		ct := Container{Name: name, Labels: c.spec.Labels}
-		if c.task != nil && !c.task.exited() {
+		switch {
+		case c.task == nil:
+		case !c.task.exited():
 			ct.Running, ct.Pid = true, c.task.pid
+		default:
+			ct.Exited, ct.ExitCode, ct.ExitedAt = true, c.task.exit.Code, c.task.exit.At
 		}
 		out = append(out, ct)
 	}
 	return out, nil
 }
 
+func (f *fakeRuntime) enter() {
+	f.mu.Lock()
+	f.active++
+	f.maxActive = max(f.maxActive, f.active)
+	d := f.startDelay
+	f.mu.Unlock()
+	time.Sleep(d)
+}
+
+func (f *fakeRuntime) leave() {
+	f.mu.Lock()
+	f.active--
+	f.mu.Unlock()
+}
+
 func (f *fakeRuntime) Start(ctx context.Context, spec Spec) (Task, error) {
+	f.enter()
+	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.startErr[spec.Name]; err != nil {
@@ -59,26 +127,50 @@ func (f *fakeRuntime) Start(ctx context.Context, spec Spec) (Task, error) {
 	if c != nil && c.spec.Labels[LabelSpecHash] != spec.Labels[LabelSpecHash] {
 		f.events = append(f.events, "replace "+spec.Name)
 		c.task.kill(-1)
+		delete(f.containers, spec.Name)
 		c = nil
 	}
 	if c == nil {
+		digest, ok := f.images[spec.Image]
+		if !ok {
+			return nil, errNoImage
+		}
+		if spec.Identity.ImageDigest != digest {
+			// The real runtime refuses a container whose image is not the
+			// digest the identity names.
+			return nil, fmt.Errorf("image %q is %s, not %s", spec.Image, digest, spec.Identity.ImageDigest)
+		}
 		f.events = append(f.events, "create "+spec.Name)
-		c = &fakeContainer{spec: spec}
+		c = &fakeContainer{spec: spec, digest: digest}
 		f.containers[spec.Name] = c
 	}
 	if c.task != nil && !c.task.exited() {
 		f.events = append(f.events, "adopt "+spec.Name)
-		t := *c.task
-		t.adopted = true
-		return &fakeHandle{t: c.task, info: TaskInfo{Pid: t.pid, StartedAt: t.started, Adopted: true, ImageDigest: "sha256:fake"}}, nil
+		t := c.task
+		return &fakeHandle{t: t, info: TaskInfo{Pid: t.pid, StartedAt: t.started, Adopted: true, ImageDigest: c.digest}}, nil
+	}
+	// Two running tasks must never hold one device node.
+	for name, o := range f.containers {
+		if name == spec.Name || o.task == nil || o.task.exited() {
+			continue
+		}
+		for _, d := range o.spec.Identity.Devices {
+			for _, n := range spec.Identity.Devices {
+				if d.Node != "" && d.Node == n.Node {
+					f.violations = append(f.violations, fmt.Sprintf("%s started on %s while %s holds it", spec.Name, n.Node, name))
+				}
+			}
+		}
 	}
 	f.nextPid++
 	c.task = &fakeTask{pid: f.nextPid, started: time.Now(), done: make(chan struct{})}
 	f.events = append(f.events, "start "+spec.Name)
-	return &fakeHandle{t: c.task, info: TaskInfo{Pid: c.task.pid, StartedAt: c.task.started, ImageDigest: "sha256:fake"}}, nil
+	return &fakeHandle{t: c.task, info: TaskInfo{Pid: c.task.pid, StartedAt: c.task.started, ImageDigest: c.digest}}, nil
 }
 
 func (f *fakeRuntime) Remove(ctx context.Context, name string) error {
+	f.enter()
+	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.containers[name]

@@ -55,12 +55,16 @@ type Spec struct {
 	// Mounts are every bind mount: the config file, the data dir, the
 	// broker credential files and the files of the protocol section
 	// (config.Collector.SecretFiles), all read-only but the data dir.
-	Mounts     []Mount           `json:"mounts"`
-	Devices    []config.Device   `json:"devices"`
-	Privileged bool              `json:"privileged"`
-	CPUs       float64           `json:"cpus"`
-	Memory     int64             `json:"memory"`
-	Labels     map[string]string `json:"-"`
+	Mounts     []Mount         `json:"mounts"`
+	Devices    []config.Device `json:"devices"`
+	Privileged bool            `json:"privileged"`
+	CPUs       float64         `json:"cpus"`
+	Memory     int64           `json:"memory"`
+	// Identity is what the image tag, the secret files and the device paths
+	// resolved to when the spec was last resolved (ResolveIdentity): part of
+	// the hash, so a new digest, secret or device node recreates the container.
+	Identity Identity          `json:"identity"`
+	Labels   map[string]string `json:"-"`
 }
 
 // Hash is the hex SHA-256 of the spec's JSON form (map keys sorted by
@@ -148,6 +152,32 @@ func BuildSpec(cfg *config.Config, c *config.Collector) Spec {
 	}
 	s.Labels = map[string]string{LabelManaged: "true", LabelSpecHash: s.Hash()}
 	return s
+}
+
+// WithIdentity returns s with identity id and its LabelSpecHash recomputed.
+func (s Spec) WithIdentity(id Identity) Spec {
+	s.Identity = id
+	labels := make(map[string]string, len(s.Labels))
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[LabelManaged] = "true"
+	labels[LabelSpecHash] = s.Hash()
+	s.Labels = labels
+	return s
+}
+
+// SecretMounts are the read-only mounts whose content is part of the
+// collector's identity: every one but the collector's own config file (the
+// spec carries that content already).
+func (s *Spec) SecretMounts() []Mount {
+	var out []Mount
+	for _, m := range s.Mounts {
+		if m.ReadOnly && m.Source != s.ConfigFile {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // EnvValue returns the value of env variable key in s ("" if unset).

@@ -7,6 +7,13 @@
 // The supervisor never sits in the data path: stopping it leaves the
 // collectors running (unless WithStopCollectors), and starting it again adopts
 // them without restarting their tasks.
+//
+// Restart policies mean what they mean in Docker (see planAtStart), and what
+// must outlive the supervisor — an operator's stop, restart counts, the
+// crash-loop back-off — is kept in a state file of its own (StateDirName). A
+// collector's identity (Identity: image digest, secret files, device nodes) is
+// resolved at every start, reload and every few seconds; a change recreates
+// the collector, one at a time, its old task stopped before the new one starts.
 package supervisor
 
 import (
@@ -17,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -26,7 +34,8 @@ import (
 	"fieldgate/gateway/config"
 )
 
-// Runtime is what the supervisor needs from the container runtime.
+// Runtime is what the supervisor needs from the container runtime. It must
+// also be an ImageResolver unless WithImages is given.
 type Runtime interface {
 	// Containers lists the containers of the runtime's namespace.
 	Containers(ctx context.Context) ([]Container, error)
@@ -47,6 +56,12 @@ type Container struct {
 	Labels  map[string]string
 	Running bool
 	Pid     uint32
+	// Exited is true when the container has a task that has exited, with
+	// ExitCode and ExitedAt. Neither Running nor Exited: the container has no
+	// task, as after a reboot (containerd keeps containers, not tasks).
+	Exited   bool
+	ExitCode int
+	ExitedAt time.Time
 }
 
 // Task is a collector's running task.
@@ -78,33 +93,46 @@ const (
 	StateRunning   = "running"
 	StateBackoff   = "backoff"   // exited, restart pending
 	StateCrashLoop = "crashloop" // like backoff, after CrashLoopCount fast exits in a row
-	StateExited    = "exited"    // exited, policy says no restart
-	StateStopped   = "stopped"   // found stopped at start, left so (unless-stopped, never)
+	StateExited    = "exited"    // not running, and the restart policy does not restart it
+	StateStopped   = "stopped"   // stopped by an operator (fieldgate stop)
 	StateError     = "error"     // could not be started; retried with back-off
 )
 
 // CollectorStatus is the supervisor's view of one collector.
 type CollectorStatus struct {
-	Name        string     `json:"name"`
-	Image       string     `json:"image"`
-	ImageDigest string     `json:"image_digest"`
-	State       string     `json:"state"`
-	Restarts    int        `json:"restarts"`
-	LastExit    *Exit      `json:"last_exit"`
-	StartedAt   *time.Time `json:"started_at"`
-	Pid         uint32     `json:"pid"`
-	SpecHash    string     `json:"spec_hash"`
-	LastError   string     `json:"last_error"`
-	RestartAt   *time.Time `json:"restart_at,omitempty"`
-	Restart     string     `json:"restart_policy"`
-	Adopted     bool       `json:"adopted"`
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	// ImageDigest is the digest the running task's container was created
+	// from; ConfiguredDigest the one the image tag points to now (empty when
+	// the tag is absent); DigestMatches says the task runs the configured one.
+	ImageDigest      string `json:"image_digest"`
+	ConfiguredDigest string `json:"configured_digest"`
+	DigestMatches    bool   `json:"digest_matches"`
+	// Devices are the nodes the configured device paths led to when the
+	// task was last started.
+	Devices   []DeviceNode `json:"devices,omitempty"`
+	State     string       `json:"state"`
+	Restarts  int          `json:"restarts"`
+	LastExit  *Exit        `json:"last_exit"`
+	StartedAt *time.Time   `json:"started_at"`
+	Pid       uint32       `json:"pid"`
+	SpecHash  string       `json:"spec_hash"`
+	LastError string       `json:"last_error"`
+	RestartAt *time.Time   `json:"restart_at,omitempty"`
+	Restart   string       `json:"restart_policy"`
+	Adopted   bool         `json:"adopted"`
 	// Report is the collector's own DATA_DIR/status.json (state, MQTT
 	// connection and last error, queue, devices): how a broker that refuses
 	// the collector shows up here.
-	Report       json.RawMessage `json:"collector_status,omitempty"`
-	Recreations  int             `json:"-"`
-	consecutive  int             // restarts since the last healthy run (back-off exponent)
-	fastFailures int             // exits in a row within CrashLoopWindow of their start
+	Report json.RawMessage `json:"collector_status,omitempty"`
+	// StoppedAt is when an operator stopped the collector (StateStopped).
+	StoppedAt   *time.Time `json:"stopped_at,omitempty"`
+	Recreations int        `json:"-"`
+	// Restarts, LastExit, the two counters below and an operator's stop
+	// survive a supervisor restart (the state file).
+	consecutive     int  // restarts since the last healthy run (back-off exponent)
+	fastFailures    int  // exits in a row within CrashLoopWindow of their start
+	operatorStopped bool // fieldgate stop
 }
 
 // Status is a snapshot of the supervisor.
@@ -137,6 +165,11 @@ type options struct {
 	stopTimeout    time.Duration
 	load           func(path string) (*config.Config, error)
 	version        string
+	images         ImageResolver
+	identityEvery  time.Duration
+	startTimeout   time.Duration
+	stateDir       string
+	prune          PruneFunc
 	updateStatus   func() *UpdateStatus
 }
 
@@ -171,6 +204,30 @@ func WithLoader(load func(path string) (*config.Config, error)) Option {
 // WithVersion sets the version shown in Status.
 func WithVersion(v string) Option { return func(o *options) { o.version = v } }
 
+// WithImages sets how image tags resolve to digests (default: the Runtime,
+// which must then implement ImageResolver).
+func WithImages(r ImageResolver) Option { return func(o *options) { o.images = r } }
+
+// WithIdentityInterval sets how often the identity of every running
+// collector is resolved again (default 5s; 0 disables the check, leaving the
+// resolution at start and reload).
+func WithIdentityInterval(d time.Duration) Option { return func(o *options) { o.identityEvery = d } }
+
+// WithStateDir sets the directory of the supervisor's state file (default
+// {gateway.data_dir}/supervisor). No container may be able to write it.
+func WithStateDir(dir string) Option { return func(o *options) { o.stateDir = dir } }
+
+// PruneFunc removes the images no collector needs any more; inUse are the
+// digests that must stay (every collector's configured and running digest).
+type PruneFunc func(ctx context.Context, inUse []string) error
+
+// WithPrune sets the function called once every collector runs the digest
+// its tag points to (or is stopped or exited), each time that set of
+// digests changes: after an upgrade, the old images go once the new ones
+// run. Default: none (nothing is pruned). A caller that must wait for more
+// (an update's commit) decides inside prune.
+func WithPrune(prune PruneFunc) Option { return func(o *options) { o.prune = prune } }
+
 // errList marks the failure to list the runtime's containers: fatal at start.
 var errList = errors.New("list containers")
 
@@ -185,6 +242,21 @@ type Supervisor struct {
 	ready     chan struct{}
 	reports   *reportReader
 
+	// reconcileMu serialises whatever replaces workers: apply (start and
+	// reload), the identity check and operator stops and starts.
+	reconcileMu sync.Mutex
+	// startSem serialises the runtime's Start and Remove calls: collectors are
+	// (re)created one at a time, and a serial line's old owner is stopped
+	// before its new owner is created.
+	startSem chan struct{}
+
+	store     *stateStore
+	saveMu    sync.Mutex
+	saveErr   string      // last state-file error logged (logged once)
+	persisted persisted   // as loaded at New; read by the first apply
+	pruned    string      // the in-use digest set last pruned for
+	running   *runningCtx // set while Run runs
+
 	mu            sync.Mutex
 	cfg           *config.Config
 	workers       map[string]*worker
@@ -195,11 +267,25 @@ type Supervisor struct {
 	reloadsFailed int
 }
 
+// runningCtx is what operator commands need from a running Run.
+type runningCtx struct {
+	ctx context.Context
+	g   *errgroup.Group
+}
+
 type worker struct {
+	// base is the spec from the config (BuildSpec); spec is base with the
+	// identity it was last started with, guarded by Supervisor.mu.
+	base   Spec
 	spec   Spec
+	col    config.Collector
 	cancel context.CancelFunc
 	done   chan struct{}
-	st     CollectorStatus // guarded by Supervisor.mu
+	// attempted is closed once the worker has tried its first start (or at
+	// once, when it leaves the collector stopped).
+	attempted chan struct{}
+	st        CollectorStatus // guarded by Supervisor.mu
+	warned    string          // configured digest a mismatch was last logged for
 }
 
 // New validates its arguments and returns a supervisor for cfg (a config
@@ -221,9 +307,19 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		watchInterval:  time.Second,
 		stopTimeout:    30 * time.Second,
 		load:           func(path string) (*config.Config, error) { return config.Load(path) },
+		identityEvery:  5 * time.Second,
+		startTimeout:   2 * time.Minute,
+		stateDir:       filepath.Join(cfg.Gateway.DataDir, StateDirName),
 	}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.images == nil {
+		im, ok := rt.(ImageResolver)
+		if !ok {
+			return nil, errors.New("supervisor: the runtime does not resolve image digests (no ImageDigest); give WithImages")
+		}
+		o.images = im
 	}
 	switch {
 	case o.backoffBase <= 0 || o.backoffMax < o.backoffBase:
@@ -232,6 +328,10 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		return nil, fmt.Errorf("supervisor: invalid crash-loop count %d", o.crashLoopCount)
 	case o.watchInterval < 0:
 		return nil, fmt.Errorf("supervisor: invalid watch interval %v", o.watchInterval)
+	case o.identityEvery < 0:
+		return nil, fmt.Errorf("supervisor: invalid identity interval %v", o.identityEvery)
+	case !filepath.IsAbs(o.stateDir):
+		return nil, fmt.Errorf("supervisor: state dir %q must be an absolute path", o.stateDir)
 	}
 	s := &Supervisor{
 		rt:        rt,
@@ -242,8 +342,17 @@ func New(cfg *config.Config, rt Runtime, opts ...Option) (*Supervisor, error) {
 		reloadReq: make(chan struct{}, 1),
 		changed:   make(chan struct{}, 1),
 		ready:     make(chan struct{}),
+		startSem:  make(chan struct{}, 1),
+		store:     newStateStore(o.stateDir),
 		reports:   newReportReader(o.log),
 	}
+	p, err := s.store.load()
+	if err != nil {
+		// Never fatal: the collectors run with fresh counters, and the file
+		// is rewritten at the next change.
+		s.log.Error("supervisor state unreadable; starting from an empty state", "err", err)
+	}
+	s.persisted = p
 	if cfg.Path != "" {
 		if data, err := os.ReadFile(cfg.Path); err == nil {
 			s.fileSum = sha256.Sum256(data)
@@ -336,7 +445,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	s.mu.Lock()
 	cfg := s.cfg
+	s.running = &runningCtx{ctx: gctx, g: g}
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.running = nil
+		s.mu.Unlock()
+	}()
 	if err := s.apply(gctx, g, cfg, true); errors.Is(err, errList) {
 		s.stopWorkers()
 		_ = g.Wait()
@@ -350,6 +465,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		s.stopWorkers()
 		return nil
 	})
+	if s.opts.identityEvery > 0 {
+		g.Go(func() error {
+			s.watchIdentities(gctx, g)
+			return nil
+		})
+	}
 	err := g.Wait()
 	if s.opts.stopCollectors {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.stopTimeout)
@@ -494,10 +615,13 @@ func mqttString(m config.MQTT) string {
 
 // apply reconciles the runtime with cfg: collectors no longer configured are
 // removed (also containers labelled LabelManaged left from an earlier run),
-// changed ones (spec hash differs) recreated, new ones started (or adopted
-// when their task runs with the same spec), and unchanged ones left alone
-// (their restart policy updated).
+// changed ones (spec or identity hash differs) recreated, new ones started
+// (or adopted when their task runs with the same spec), and unchanged ones
+// left alone (their restart policy updated). At start (initial), each
+// collector found is handled by its restart policy (planAtStart).
 func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.Config, initial bool) error {
+	s.reconcileMu.Lock()
+	defer s.reconcileMu.Unlock()
 	existing, err := s.rt.Containers(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errList, err)
@@ -526,11 +650,11 @@ func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.C
 	for _, w := range stale {
 		w.cancel()
 		<-w.done
-		if err := s.rt.Remove(ctx, w.spec.Name); err != nil {
-			errs = append(errs, fmt.Errorf("remove collector %q: %w", w.spec.Name, err))
+		if err := s.remove(ctx, w.base.Name); err != nil {
+			errs = append(errs, fmt.Errorf("remove collector %q: %w", w.base.Name, err))
 			continue
 		}
-		s.log.Info("collector removed", "collector", w.spec.Name)
+		s.log.Info("collector removed", "collector", w.base.Name)
 	}
 	// Containers the supervisor made for collectors no longer configured
 	// (removed while it was not running).
@@ -544,93 +668,223 @@ func (s *Supervisor) apply(ctx context.Context, g *errgroup.Group, cfg *config.C
 		if active {
 			continue
 		}
-		if err := s.rt.Remove(ctx, c.Name); err != nil {
+		if err := s.remove(ctx, c.Name); err != nil {
 			errs = append(errs, fmt.Errorf("remove collector %q: %w", c.Name, err))
 			continue
 		}
 		s.log.Info("collector removed: no longer configured", "collector", c.Name)
 	}
 
+	type pending struct {
+		base Spec
+		col  config.Collector
+		prev *CollectorStatus
+		id   Identity
+		plan startPlan
+	}
+	var starts []pending
 	for _, col := range cfg.Collectors {
-		spec := BuildSpec(cfg, &col)
-		hash := spec.Labels[LabelSpecHash]
+		base := BuildSpec(cfg, &col)
 		s.mu.Lock()
 		w := s.workers[col.Name]
-		if w != nil && w.spec.Labels[LabelSpecHash] == hash {
-			w.st.Restart = col.Restart
-			s.mu.Unlock()
-			continue
-		}
 		s.mu.Unlock()
-		var prev *CollectorStatus
 		if w != nil {
-			s.log.Info("collector spec changed, recreating", "collector", col.Name)
+			s.mu.Lock()
+			prevID := w.spec.Identity
+			s.mu.Unlock()
+			id, _ := ResolveIdentity(ctx, s.opts.images, &base)
+			spec := base.WithIdentity(MergeIdentity(prevID, id))
+			s.mu.Lock()
+			same := w.spec.Labels[LabelSpecHash] == spec.Labels[LabelSpecHash]
+			if same {
+				w.st.Restart = col.Restart
+				w.col = col
+			}
+			s.mu.Unlock()
+			if same {
+				continue
+			}
 			w.cancel()
 			<-w.done
+			s.mu.Lock()
 			st := w.st
-			prev = &st
+			s.mu.Unlock()
+			if st.State == StateStopped || st.State == StateExited {
+				s.log.Info("collector spec changed; it stays down until started", "collector", col.Name, "state", st.State)
+			} else {
+				s.log.Info("collector spec changed, recreating", "collector", col.Name)
+			}
+			// The old owner of a device lets go of it before any collector
+			// starts: a device moved from one collector to another never has
+			// two owners.
+			if len(w.base.Devices) > 0 && st.State != StateStopped && st.State != StateExited {
+				if err := s.remove(ctx, col.Name); err != nil {
+					errs = append(errs, fmt.Errorf("remove collector %q: %w", col.Name, err))
+				}
+			}
+			plan := startPlan{}
+			if st.State == StateStopped || st.State == StateExited {
+				plan = startPlan{leave: true, state: st.State}
+			}
+			starts = append(starts, pending{base: base, col: col, prev: &st, id: prevID, plan: plan})
+			continue
 		}
-		leaveStopped := false
-		if c, ok := byName[col.Name]; initial && ok && !c.Running && c.Labels[LabelSpecHash] == hash &&
-			(col.Restart == config.RestartUnlessStopped || col.Restart == config.RestartNever) {
-			leaveStopped = true
+		p := s.persisted.Collectors[col.Name]
+		var id Identity
+		var prev *CollectorStatus
+		if p != nil && initial {
+			prev = restoredStatus(p)
+			if p.Identity != nil {
+				id = *p.Identity
+			}
 		}
-		s.startWorker(ctx, g, spec, col, prev, leaveStopped)
+		plan := startPlan{}
+		if initial {
+			var c *Container
+			if found, ok := byName[col.Name]; ok {
+				c = &found
+			}
+			plan = planAtStart(col.Restart, c, p, time.Now(), s.opts.backoffMax)
+		}
+		starts = append(starts, pending{base: base, col: col, prev: prev, id: id, plan: plan})
 	}
+	for _, p := range starts {
+		if p.plan.stopRunning {
+			s.log.Info("collector stopped by an operator but running: stopping it", "collector", p.col.Name)
+			if err := s.remove(ctx, p.col.Name); err != nil {
+				errs = append(errs, fmt.Errorf("stop collector %q: %w", p.col.Name, err))
+			}
+		}
+		s.startWorker(ctx, g, p.base, p.id, p.col, p.prev, p.plan)
+	}
+	s.persist()
 	s.notify()
 	return errors.Join(errs...)
 }
 
-func (s *Supervisor) startWorker(ctx context.Context, g *errgroup.Group, spec Spec, col config.Collector, prev *CollectorStatus, leaveStopped bool) {
+// restoredStatus is the status a collector had when the supervisor last
+// recorded it.
+func restoredStatus(p *persistedCollector) *CollectorStatus {
+	return &CollectorStatus{
+		State:           p.State,
+		Restarts:        p.Restarts,
+		LastExit:        p.LastExit,
+		RestartAt:       p.RestartAt,
+		StoppedAt:       p.StoppedAt,
+		Recreations:     p.Recreations,
+		consecutive:     p.Consecutive,
+		fastFailures:    p.FastFailures,
+		operatorStopped: p.OperatorStopped,
+	}
+}
+
+// remove stops and deletes a collector's container, one runtime change at a
+// time (see startSem).
+func (s *Supervisor) remove(ctx context.Context, name string) error {
+	select {
+	case s.startSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.startSem }()
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.startTimeout)
+	defer cancel()
+	return s.rt.Remove(rctx, name)
+}
+
+// startWorker starts supervising collector col (base its spec from the
+// config, id the identity it last ran with) per plan; prev carries the
+// counters of the worker it replaces, or of the last supervisor run.
+func (s *Supervisor) startWorker(ctx context.Context, g *errgroup.Group, base Spec, id Identity, col config.Collector, prev *CollectorStatus, plan startPlan) *worker {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &worker{
-		spec:   spec,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		base:      base,
+		spec:      base.WithIdentity(id),
+		col:       col,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		attempted: make(chan struct{}),
 		st: CollectorStatus{
 			Name:     col.Name,
 			Image:    col.Image,
 			State:    StateStarting,
-			SpecHash: spec.Labels[LabelSpecHash],
 			Restart:  col.Restart,
+			SpecHash: base.WithIdentity(id).Labels[LabelSpecHash],
 		},
 	}
 	if prev != nil {
 		w.st.Restarts = prev.Restarts
 		w.st.LastExit = prev.LastExit
-		w.st.Recreations = prev.Recreations + 1
+		w.st.Recreations = prev.Recreations
+		w.st.consecutive = prev.consecutive
+		w.st.fastFailures = prev.fastFailures
+		w.st.operatorStopped = prev.operatorStopped
+		w.st.StoppedAt = prev.StoppedAt
+		w.st.ConfiguredDigest = prev.ConfiguredDigest
 	}
-	if leaveStopped {
-		w.st.State = StateStopped
+	if plan.delay > 0 && prev != nil {
+		w.st.State, w.st.RestartAt = prev.State, prev.RestartAt
+	}
+	if plan.leave {
+		w.st.State = plan.state
+		if plan.lastExit != nil {
+			w.st.LastExit = plan.lastExit
+		}
+		close(w.attempted)
 	}
 	s.mu.Lock()
 	s.workers[col.Name] = w
 	s.mu.Unlock()
 	g.Go(func() error {
 		defer close(w.done)
-		if leaveStopped {
-			s.log.Info("collector left stopped by its restart policy", "collector", col.Name, "restart", col.Restart)
+		if plan.leave {
+			s.log.Info("collector left stopped", "collector", col.Name, "restart", col.Restart, "state", plan.state)
 			return nil
 		}
-		s.supervise(wctx, w)
+		s.supervise(wctx, w, plan)
 		return nil
 	})
+	return w
 }
 
-// update changes w's status under the lock and signals the change.
+// update changes w's status under the lock, records what must survive a
+// restart and signals the change.
 func (s *Supervisor) update(w *worker, f func(st *CollectorStatus)) {
 	s.mu.Lock()
 	f(&w.st)
 	s.mu.Unlock()
+	s.persist()
 	s.notify()
 }
 
 // supervise starts w's task, waits for it to exit and restarts it per
-// policy with back-off, until ctx is done (the task is left running).
-func (s *Supervisor) supervise(ctx context.Context, w *worker) {
-	log := s.log.With("collector", w.spec.Name)
+// policy with back-off, until ctx is done (the task is left running). plan
+// says what happened while the supervisor was away.
+func (s *Supervisor) supervise(ctx context.Context, w *worker, plan startPlan) {
+	log := s.log.With("collector", w.base.Name)
+	attempted := sync.OnceFunc(func() { close(w.attempted) })
+	defer attempted()
+	if plan.died {
+		exit := plan.lastExit
+		s.update(w, func(st *CollectorStatus) {
+			if exit != nil {
+				st.LastExit = exit
+			}
+		})
+		log.Warn("collector found not running; restarting by its policy", "restart", w.col.Restart, "last_exit", exit)
+	}
+	if plan.delay > 0 {
+		log.Info("collector back-off continues from before the supervisor restart", "restart_in", plan.delay)
+		if !sleep(ctx, plan.delay) {
+			return
+		}
+	}
+	if plan.died {
+		s.update(w, func(st *CollectorStatus) { st.Restarts++ })
+	}
 	for {
 		task, err := s.start(ctx, w)
+		attempted()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -650,6 +904,7 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker) {
 			st.State = StateRunning
 			st.Pid = info.Pid
 			st.ImageDigest = info.ImageDigest
+			st.DigestMatches = info.ImageDigest != "" && info.ImageDigest == st.ConfiguredDigest
 			st.StartedAt = &started
 			st.Adopted = info.Adopted
 			st.LastError = ""
@@ -686,6 +941,7 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker) {
 			s.update(w, func(st *CollectorStatus) {
 				st.State = StateExited
 				st.Pid = 0
+				st.DigestMatches = false
 				st.LastExit = &exit
 			})
 			<-ctx.Done()
@@ -699,12 +955,41 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker) {
 	}
 }
 
-// start writes the collector's files and starts (or adopts) its task.
+// start resolves the collector's identity, writes its files and starts (or
+// adopts) its task. The runtime call holds startSem and is not cancelled
+// with ctx (only bounded by startTimeout): a start stopped half-way would
+// leave a task nobody owns.
 func (s *Supervisor) start(ctx context.Context, w *worker) (Task, error) {
-	if err := writeFiles(&w.spec); err != nil {
+	s.mu.Lock()
+	base, prev := w.base, w.spec.Identity
+	s.mu.Unlock()
+	id, rerr := ResolveIdentity(ctx, s.opts.images, &base)
+	spec := base.WithIdentity(MergeIdentity(prev, id))
+	s.mu.Lock()
+	w.spec = spec
+	w.st.SpecHash = spec.Labels[LabelSpecHash]
+	w.st.ConfiguredDigest = id.ImageDigest
+	w.st.Devices = spec.Identity.Devices
+	s.mu.Unlock()
+	if err := writeFiles(&spec); err != nil {
 		return nil, err
 	}
-	return s.rt.Start(ctx, w.spec)
+	select {
+	case s.startSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-s.startSem }()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.startTimeout)
+	defer cancel()
+	task, err := s.rt.Start(sctx, spec)
+	if err != nil && rerr != nil {
+		err = fmt.Errorf("%w (identity: %v)", err, rerr)
+	}
+	return task, err
 }
 
 // pause waits out the back-off before the next start and updates the state;
@@ -726,6 +1011,7 @@ func (s *Supervisor) pause(ctx context.Context, w *worker, ran time.Duration, ex
 	at := time.Now().Add(delay)
 	st.RestartAt = &at
 	st.Pid = 0
+	st.DigestMatches = false
 	switch {
 	case cause != nil:
 		st.State = StateError
@@ -737,11 +1023,17 @@ func (s *Supervisor) pause(ctx context.Context, w *worker, ran time.Duration, ex
 	}
 	state := st.State
 	s.mu.Unlock()
+	s.persist()
 	s.notify()
 	if state == StateCrashLoop {
-		s.log.Warn("collector crash-looping", "collector", w.spec.Name, "restart_in", delay)
+		s.log.Warn("collector crash-looping", "collector", w.base.Name, "restart_in", delay)
 	}
-	t := time.NewTimer(delay)
+	return sleep(ctx, delay)
+}
+
+// sleep waits d, or until ctx is done (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -749,18 +1041,6 @@ func (s *Supervisor) pause(ctx context.Context, w *worker, ran time.Duration, ex
 	case <-t.C:
 		return true
 	}
-}
-
-// ShouldRestart applies a restart policy to an exit code: always and
-// unless-stopped restart every exit, on-failure a non-zero one, never none.
-func ShouldRestart(policy string, code int) bool {
-	switch policy {
-	case config.RestartAlways, config.RestartUnlessStopped:
-		return true
-	case config.RestartOnFailure:
-		return code != 0
-	}
-	return false
 }
 
 // BackoffDelay is the wait before the restart that follows n restarts without

@@ -193,7 +193,8 @@ func pickSnapshotter(client *containerd.Client) (string, error) {
 }
 
 // cleanup kills and deletes every container in the peer's namespace, stops
-// the daemon (SIGTERM, SIGKILL after 10 s) and removes its directories.
+// the daemon (SIGTERM, SIGKILL after 10 s), checks that nothing of the run
+// is left (verifyClean) and removes its directories.
 func (p *ContainerdPeer) cleanup(t testing.TB, cmd *exec.Cmd, exited <-chan struct{}) {
 	if t.Failed() {
 		t.Logf("containerd peer log tail (%s):\n%s", p.LogPath, ctrdTailFile(p.LogPath, 40))
@@ -212,13 +213,15 @@ func (p *ContainerdPeer) cleanup(t testing.TB, cmd *exec.Cmd, exited <-chan stru
 			<-exited
 		}
 	}
+	// Nothing of the run may outlive it: shims, mounts, runc state, cgroups
+	// (each leak fails the test, after it is removed).
+	p.verifyClean(t)
 	// Anything still mounted below dir (a rootfs of a task that could not be
 	// deleted) would make RemoveAll fail; detach it first.
 	ctrdUnmountBelow(p.Dir)
 	if err := os.RemoveAll(p.Dir); err != nil {
 		t.Logf("containerd peer: remove %s: %v", p.Dir, err)
 	}
-	_ = os.RemoveAll(filepath.Join("/run/containerd/runc", p.Namespace))
 }
 
 func (p *ContainerdPeer) removeContainers() error {

@@ -1,6 +1,10 @@
 package testpeer
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +13,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	taskapi "github.com/containerd/containerd/api/runtime/task/v2"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/ttrpc"
 )
 
 // KillAll cuts the power of the peer's container runtime as far as a test
@@ -170,4 +180,80 @@ func processAlive(pid int) bool {
 	s := string(stat)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+}
+
+// TaskPids returns the pid of every running task in the peer's namespace,
+// by container id (containers without a running task are left out).
+func (p *ContainerdPeer) TaskPids(t testing.TB) map[string]uint32 {
+	t.Helper()
+	client, err := containerd.New(p.Address, containerd.WithTimeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("containerd peer: %v", err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), p.Namespace), 10*time.Second)
+	defer cancel()
+	ctrs, err := client.Containers(ctx)
+	if err != nil {
+		t.Fatalf("containerd peer: list containers: %v", err)
+	}
+	out := map[string]uint32{}
+	for _, c := range ctrs {
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		if st, err := task.Status(ctx); err == nil && st.Status == containerd.Running {
+			out[c.ID()] = task.Pid()
+		}
+	}
+	return out
+}
+
+// ForgetTask leaves the daemon without a record of container id's task
+// while the task's shim runs on with nothing to serve — the state containerd
+// 1.6 is left in when the caller of a task Delete dies half-way (containerd
+// issue 11392): the shim has deleted the task, containerd has dropped it from
+// its list, the shim never got its Shutdown. ForgetTask SIGKILLs the daemon,
+// has the shim delete the task over its socket, removes the task's bundle
+// from the state dir and starts the daemon again (owner as in Restart). The
+// task must have exited.
+func (p *ContainerdPeer) ForgetTask(t, owner testing.TB, id string) {
+	t.Helper()
+	daemon, _ := p.pids()
+	if daemon == 0 {
+		t.Fatalf("containerd peer: no daemon running")
+	}
+	_ = syscall.Kill(daemon, syscall.SIGKILL)
+	WaitFor(t, 10*time.Second, "containerd to die", func() bool { return !processAlive(daemon) })
+	// The shim's socket is named as containerd's runtime v2 names it.
+	sum := sha256.Sum256([]byte(filepath.Join(p.Address, p.Namespace, id)))
+	conn, err := net.DialTimeout("unix", filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:])), time.Second)
+	if err != nil {
+		t.Fatalf("containerd peer: shim of %q: %v", id, err)
+	}
+	client := ttrpc.NewClient(conn)
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), p.Namespace), 10*time.Second)
+	_, err = taskapi.NewTaskClient(client).Delete(ctx, &taskapi.DeleteRequest{ID: id})
+	cancel()
+	client.Close()
+	if err != nil {
+		t.Fatalf("containerd peer: shim of %q: delete task: %v", id, err)
+	}
+	bundle := filepath.Join(p.Dir, "state", "io.containerd.runtime.v2.task", p.Namespace, id)
+	ctrdUnmountBelow(bundle)
+	if err := os.RemoveAll(bundle); err != nil {
+		t.Fatalf("containerd peer: remove bundle of %q: %v", id, err)
+	}
+	p.Restart(t, owner)
+}
+
+// Shims returns the pid of every shim serving this peer, by container id.
+func (p *ContainerdPeer) Shims() map[string]int {
+	_, pids := p.pids()
+	out := map[string]int{}
+	for i, id := range p.shimIDs(pids) {
+		out[id] = pids[i]
+	}
+	return out
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,5 +92,66 @@ func TestFreeAddressPool(t *testing.T) {
 				t.Errorf("pool %s overlaps the host route %s", pool, r)
 			}
 		}
+	}
+}
+
+// errorsTB records Errorf calls instead of failing.
+type errorsTB struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errorsTB) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// TestContainerdCleanupFindsLeftovers plants what a leaked shim leaves — a
+// shim process of the peer's socket, a mount under its dir, runc state and
+// a container cgroup of its namespace — and checks that the cleanup's
+// verification reports each, removes it, and is clean the second time.
+func TestContainerdCleanupFindsLeftovers(t *testing.T) {
+	p := Containerd(t)
+	shim := exec.Command("/usr/bin/python3", "-c", "import time; time.sleep(600)", "-namespace", p.Namespace, "-id", "c", "-address", p.Address)
+	shim.Args[0] = "containerd-shim-runc-v2"
+	if err := shim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { shim.Wait(); close(exited) }()
+	mnt := filepath.Join(p.Dir, "state", "leak", "rootfs")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(runcRoot, p.Namespace, "c"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cg := filepath.Join(cgroupBases()[0], p.Namespace, "c")
+	if err := os.MkdirAll(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := &errorsTB{TB: t}
+	p.verifyClean(rec)
+	all := strings.Join(rec.errs, "\n")
+	for _, want := range []string{"containerd-shim processes", "mounts left: " + mnt, "runc state left", "container cgroups left: " + p.Namespace + "/c"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("leftover not reported: %q in\n%s", want, all)
+		}
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Error("leaked shim not killed")
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s: %v", cg, err)
+	}
+	again := &errorsTB{TB: t}
+	p.verifyClean(again)
+	if len(again.errs) > 0 {
+		t.Errorf("second check: %q", again.errs)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"fieldgate/collectors/configfile"
 	"fieldgate/gateway/config"
+	"fieldgate/gateway/containers"
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/statuspub"
 	"fieldgate/gateway/supervisor"
@@ -124,22 +124,34 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	// driver.
 	store := update.NewStore(cfg.Gateway.DataDir)
 	slot := activeSlot(store, log)
-	var rtOpts []fgruntime.Option
+	var copts []containers.Option
 	if slot != "" {
-		rtOpts = append(rtOpts, fgruntime.WithLogDriver(store.CommittedBinary()))
+		copts = append(copts, containers.WithImagesDir(""),
+			containers.WithRuntimeOptions(fgruntime.WithLogDriver(store.CommittedBinary())))
 	}
-	rt, err := openRuntime(cfg, log, rtOpts...)
+	rt, err := containers.Open(ctx, cfg, log, copts...)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	importImages(ctx, rt, cfg, store, slot, log)
+	images := slotImages{rt.Runtime()}
+	if slot != "" {
+		importPinned(ctx, images, cfg, store, slot, log)
+	}
 	var mon *update.Monitor // set before anything asks for the status
-	sup, err := supervisor.New(cfg, rt,
+	supOpts := []supervisor.Option{
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
 		supervisor.WithVersion(version),
-		supervisor.WithUpdateStatus(func() *supervisor.UpdateStatus { return mon.Status() }))
+		supervisor.WithUpdateStatus(func() *supervisor.UpdateStatus { return mon.Status() }),
+	}
+	if slot == "" {
+		// Without a firmware slot old images go once the collectors run
+		// their new digests; with one, only after an update's commit (the
+		// update monitor prunes then, keeping both slots' images).
+		supOpts = append(supOpts, supervisor.WithPrune(rt.Prune))
+	}
+	sup, err := supervisor.New(cfg, rt, supOpts...)
 	if err != nil {
 		return err
 	}
@@ -165,7 +177,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	mon, err = update.NewMonitor(store, slot, cfg.Update.ConfirmWithin.D(), cfg.Update.HealthyFor.D(), sup, pub,
-		update.WithImagePruner(rt),
+		update.WithImagePruner(images),
 		update.WithReady(sup.Ready()),
 		update.WithMonitorLogger(log),
 		update.WithOnChange(sup.NotifyChanged))
@@ -251,23 +263,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) > 0 {
 		return usageError("status: unexpected argument %q", pos[0])
 	}
-	if *addr == "" {
-		*addr = config.DefaultGateway.Listen
-		switch {
-		case *path != "":
-			cfg, err := loadConfig(*path, stderr, 1)
-			if err != nil {
-				return err
-			}
-			*addr = cfg.Gateway.Listen
-		default:
-			// On a gateway, the installed config says where fieldgate listens.
-			if cfg, err := config.Load(defaultConfigPath); err == nil {
-				*addr = cfg.Gateway.Listen
-			}
-		}
+	target, err := listenAddr(*addr, *path, stderr)
+	if err != nil {
+		return err
 	}
-	st, raw, err := fetchStatus(ctx, *addr)
+	st, raw, err := fetchStatus(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -280,29 +280,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func fetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
-	var st supervisor.Status
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/status", nil)
-	if err != nil {
-		return st, nil, err
+	st, raw, err := httpapi.FetchStatus(ctx, addr)
+	if errors.Is(err, httpapi.ErrNoSupervisor) {
+		return st, raw, fmt.Errorf("is fieldgate running? %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return st, nil, fmt.Errorf("is fieldgate running? %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return st, nil, fmt.Errorf("read status from %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, nil, fmt.Errorf("status from %s: %s", addr, resp.Status)
-	}
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, nil, fmt.Errorf("status from %s: %w", addr, err)
-	}
-	return st, raw, nil
+	return st, raw, err
 }
 
 // printStatus writes the status as a table.
@@ -326,6 +308,10 @@ func printStatus(w io.Writer, st supervisor.Status, now time.Time) {
 		}
 		if d, ok := strings.CutPrefix(c.ImageDigest, "sha256:"); ok && len(d) >= 12 {
 			digest = d[:12]
+			// The tag points elsewhere: an upgrade not yet applied (or failing).
+			if t, ok := strings.CutPrefix(c.ConfiguredDigest, "sha256:"); ok && len(t) >= 12 && !c.DigestMatches {
+				digest += " (tag: " + t[:12] + ")"
+			}
 		}
 		errMsg := c.LastError
 		if errMsg == "" {

@@ -5,28 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"fieldgate/gateway/supervisor"
+	"fieldgate/internal/fieldgatetest"
 	"fieldgate/internal/testpeer"
 )
-
-// buildCollector builds a collector command as a static binary.
-func buildCollector(t *testing.T, name string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), name)
-	cmd := exec.Command("go", "build", "-o", out, "fieldgate/collectors/cmd/"+name)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", name, err, b)
-	}
-	return out
-}
 
 // TestEndToEndCollectors runs the real collector images under the
 // supervisor: a Modbus RTU collector whose /dev/ttyUSB0 is one end of a socat
@@ -38,8 +25,8 @@ func buildCollector(t *testing.T, name string) string {
 func TestEndToEndCollectors(t *testing.T) {
 	testpeer.Require(t, "containerd", "mosquitto", "socat", "pymodbus", "node")
 	e := newE2E(t)
-	e.addImage("fieldgate/collector-modbus", "real", buildCollector(t, "modbus-collector"))
-	e.addImage("fieldgate/collector-opcua", "real", buildCollector(t, "opcua-collector"))
+	e.AddImage("fieldgate/collector-modbus", "real", fieldgatetest.Collector(t, "modbus-collector", ""))
+	e.AddImage("fieldgate/collector-opcua", "real", fieldgatetest.Collector(t, "opcua-collector", ""))
 
 	ours, theirs := testpeer.PtyPair(t)
 	testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "rtu", Port: theirs, Baud: 19200, Units: map[int]testpeer.PyModbusUnit{
@@ -47,12 +34,7 @@ func TestEndToEndCollectors(t *testing.T) {
 	}})
 	ua := testpeer.OPCUA(t, testpeer.OPCUAConfig{})
 
-	e.writeRaw(fmt.Sprintf(`version: 1
-gateway: {id: e2e-gw, data_dir: %q, listen: %q}
-runtime: {address: %q, namespace: %q, snapshotter: %q}
-mqtt: {broker: %q}
-collectors:
-  - name: modbus-line3
+	e.WriteRaw(e.Header("") + fmt.Sprintf(`  - name: modbus-line3
     image: fieldgate/collector-modbus:real
     poll_interval: 500ms
     privileged: false
@@ -77,12 +59,12 @@ collectors:
       nodes:
         - {device: boiler1, name: temperature, node_id: "ns=1;s=Boiler1.Temperature", unit: degC}
         - {device: boiler1, name: running, node_id: "ns=1;s=Boiler1.Running"}
-`, e.dir, e.addr, e.ctrd.Address, e.ctrd.Namespace, e.ctrd.Snapshotter, e.broker, ours, ua.Endpoint))
+`, ours, ua.Endpoint))
 
-	data := testpeer.Subscribe(t, e.broker, "fieldgate/e2e-gw/data/#")
-	e.start()
+	data := testpeer.Subscribe(t, e.Broker, "fieldgate/e2e-gw/data/#")
+	e.Start()
 	testpeer.WaitFor(t, 60*time.Second, "both collectors running", func() bool {
-		m, o := e.collector("modbus-line3"), e.collector("opcua-boiler")
+		m, o := e.Collector("modbus-line3"), e.Collector("opcua-boiler")
 		return m.State == supervisor.StateRunning && o.State == supervisor.StateRunning
 	})
 
@@ -127,7 +109,7 @@ collectors:
 		}
 	}
 	for _, name := range []string{"modbus-line3", "opcua-boiler"} {
-		c := e.collector(name)
+		c := e.Collector(name)
 		if c.Restarts != 0 {
 			t.Errorf("%s restarted %d times:\n%s", name, c.Restarts, e.logsOf(name))
 		}
@@ -159,6 +141,6 @@ func procStatusLines(t *testing.T, pid uint32, keys ...string) map[string]string
 
 func (e *e2e) logsOf(name string) string {
 	var out, errOut strings.Builder
-	run(context.Background(), []string{"logs", name, "--config", e.config, "-n", "40"}, &out, &errOut)
+	run(context.Background(), []string{"logs", name, "--config", e.Config, "-n", "40"}, &out, &errOut)
 	return out.String() + errOut.String()
 }

@@ -85,15 +85,10 @@ func TestHostileDataDir(t *testing.T) {
 	e := newE2E(t)
 	hostile := strings.Replace(fmt.Sprintf(e2eCollector, "b", "2s"), "restart: always", "restart: always\n    privileged: true", 1)
 	conf := func(pollA string) string {
-		return fmt.Sprintf(`version: 1
-gateway: {id: e2e-gw, data_dir: %q, listen: %q}
-runtime: {address: %q, namespace: %q, snapshotter: %q}
-mqtt: {broker: %q}
-collectors:
-`, e.dir, e.addr, e.ctrd.Address, e.ctrd.Namespace, e.ctrd.Snapshotter, e.broker) + fmt.Sprintf(e2eCollector, "a", pollA) + hostile
+		return e.Header("") + fmt.Sprintf(e2eCollector, "a", pollA) + hostile
 	}
-	e.writeRaw(conf("1s"))
-	e.start()
+	e.WriteRaw(conf("1s"))
+	e.Start()
 	a, b := e.waitRunning("both collectors running", func(a, b supervisor.CollectorStatus) bool { return true })
 
 	canaryDir := t.TempDir()
@@ -106,7 +101,7 @@ collectors:
 	if err := os.WriteFile(hostJSON, []byte(`{"canary":"CANARY-json-7c1e"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	watch := watchStatus(e.addr)
+	watch := watchStatus(e.Addr)
 	defer func() {
 		if watch != nil {
 			watch.finish()
@@ -115,7 +110,7 @@ collectors:
 
 	logsOf := func(name string) string {
 		var out, errOut bytes.Buffer
-		if err := run(context.Background(), []string{"logs", name, "--config", e.config, "-n", "1000"}, &out, &errOut); err != nil {
+		if err := run(context.Background(), []string{"logs", name, "--config", e.Config, "-n", "1000"}, &out, &errOut); err != nil {
 			t.Fatalf("fieldgate logs %s: %v %s", name, err, errOut.String())
 		}
 		return out.String()
@@ -129,14 +124,14 @@ collectors:
 	// The data dirs, as the collectors see them (DATA_DIR).
 	plant := func(name string, target func(p string) error) {
 		t.Helper()
-		p := filepath.Join(e.dir, "collectors", name, "status.json")
+		p := filepath.Join(e.Dir, "collectors", name, "status.json")
 		os.RemoveAll(p)
 		if err := target(p); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, name := range []string{"a", "b"} {
-		data := filepath.Join(e.dir, "collectors", name)
+		data := filepath.Join(e.Dir, "collectors", name)
 		logs := filepath.Join(data, "logs")
 		if err := os.MkdirAll(logs, 0o755); err != nil {
 			t.Fatal(err)
@@ -158,7 +153,7 @@ collectors:
 		}
 		var got supervisor.CollectorStatus
 		testpeer.WaitFor(t, 60*time.Second, c.Name+" restarted", func() bool {
-			got = e.collector(c.Name)
+			got = e.Collector(c.Name)
 			return got.State == supervisor.StateRunning && got.Restarts == restarts && got.Pid != c.Pid
 		})
 		return got
@@ -174,7 +169,7 @@ collectors:
 	}
 	// A recreation re-owns the data dir: through none of the links.
 	old := a
-	e.writeRaw(conf("3s"))
+	e.WriteRaw(conf("3s"))
 	a, _ = e.waitRunning("a recreated", func(na, nb supervisor.CollectorStatus) bool {
 		return na.SpecHash != old.SpecHash && na.Pid != old.Pid
 	})
@@ -209,20 +204,20 @@ collectors:
 			t.Errorf("fieldgate logs %s prints the canary:\n%s", name, out)
 		}
 		// The logs themselves live where no container writes.
-		logDir := filepath.Join(e.dir, "logs", name)
+		logDir := filepath.Join(e.Dir, "logs", name)
 		if st, err := os.Stat(logDir); err != nil || st.Mode().Perm() != 0o700 {
 			t.Errorf("%s: %v, %v; want a 0700 directory", logDir, st, err)
 		}
 		if st, err := os.Lstat(filepath.Join(logDir, "collector.log")); err != nil || !st.Mode().IsRegular() || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s/collector.log: %v, %v; want a 0600 file", logDir, st, err)
 		}
-		if got := strings.Count(e.logs.String(), `collector=`+name+` file=status.json problem=link`); got != 1 {
+		if got := strings.Count(e.Logs(), `collector=`+name+` file=status.json problem=link`); got != 1 {
 			t.Errorf("supervisor logged %d link warnings for %s, want 1", got, name)
 		}
 	}
 	// a's data dir is its own user's; b, privileged, runs as root.
 	for name, uid := range map[string]uint32{"a": fgruntime.DefaultUser("a").UID, "b": 0} {
-		data := filepath.Join(e.dir, "collectors", name)
+		data := filepath.Join(e.Dir, "collectors", name)
 		if err := syscall.Stat(data, &st); err != nil || st.Uid != uid || st.Mode&0o777 != 0o700 {
 			t.Errorf("%s: owner %d mode %#o (%v), want %d and 0700", data, st.Uid, st.Mode&0o777, err, uid)
 		}

@@ -5,6 +5,8 @@
 //	fieldgate validate --config FILE
 //	fieldgate status [--addr HOST:PORT | --config FILE]
 //	fieldgate logs NAME [--config FILE] [-n N]
+//	fieldgate stop NAME [--addr HOST:PORT | --config FILE]
+//	fieldgate start NAME [--addr HOST:PORT | --config FILE]
 //	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
 //	fieldgate devices [--config FILE] [--json]
 //	fieldgate profiles [show NAME]
@@ -53,6 +55,8 @@ const usage = `usage:
   fieldgate validate --config FILE
   fieldgate status [--addr HOST:PORT | --config FILE]
   fieldgate logs NAME [--config FILE] [-n N]
+  fieldgate stop NAME [--addr HOST:PORT | --config FILE]
+  fieldgate start NAME [--addr HOST:PORT | --config FILE]
   fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
   fieldgate devices [--config FILE] [--json]
   fieldgate profiles [show NAME]
@@ -105,6 +109,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "logs":
 		return cmdLogs(rest, stdout, stderr)
+	case "stop", "start":
+		return cmdControl(ctx, cmd, rest, stdout, stderr)
 	case "watch":
 		return cmdWatch(ctx, rest, os.Stdin, stdout, stderr)
 	case "devices":
@@ -123,5 +129,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, watch, devices, profiles, update, bundle, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, watch, devices, profiles, update, bundle, version)", cmd)
 }

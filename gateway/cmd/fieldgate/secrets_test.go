@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"fieldgate/internal/fieldgatetest"
 	"fieldgate/internal/testpeer"
 )
 
@@ -36,8 +37,8 @@ func TestCanaryPasswords(t *testing.T) {
 	}
 	mqttPW, uaPW, wrongPW := canary("mqtt"), canary("opcua"), canary("wrong")
 	e := newE2E(t, testpeer.WithPassword(map[string]string{"gw": mqttPW, "sub": "subpw"}))
-	e.drainNotify()
-	e.addImage("fieldgate/collector-opcua", "real", buildCollector(t, "opcua-collector"))
+	e.DrainNotify()
+	e.AddImage("fieldgate/collector-opcua", "real", fieldgatetest.Collector(t, "opcua-collector", ""))
 	ua := testpeer.OPCUA(t, testpeer.OPCUAConfig{Secure: true, User: "op", Password: uaPW})
 
 	// Secrets on the host, outside the data dir, as an operator keeps them.
@@ -78,12 +79,12 @@ func TestCanaryPasswords(t *testing.T) {
         - {device: boiler1, name: temperature, node_id: "ns=1;s=Boiler1.Temperature", unit: degC}
 `, name, ua.Endpoint, trusted, pwFile)
 	}
-	e.writeRaw(faultHeader(e, fmt.Sprintf(", username: gw, password_file: %q", write("mqtt.pass", mqttPW))) +
+	e.WriteRaw(e.Header(fmt.Sprintf(", username: gw, password_file: %q", write("mqtt.pass", mqttPW))) +
 		collector("opcua-boiler", write("op.pass", uaPW)) + collector("opcua-wrong", write("wrong.pass", wrongPW)))
 
 	var mu sync.Mutex
 	var messages []string
-	all := testpeer.SubscribeAs(t, e.broker, "#", "sub", "subpw")
+	all := testpeer.SubscribeAs(t, e.Broker, "#", "sub", "subpw")
 	good := make(chan struct{})
 	var once sync.Once
 	go func() {
@@ -96,7 +97,7 @@ func TestCanaryPasswords(t *testing.T) {
 			}
 		}
 	}()
-	e.start()
+	e.Start()
 	select {
 	case <-good:
 	case <-time.After(120 * time.Second):
@@ -111,7 +112,7 @@ func TestCanaryPasswords(t *testing.T) {
 
 	places := map[string]string{}
 	get := func(path string) string {
-		resp, err := http.Get("http://" + e.addr + path)
+		resp, err := http.Get("http://" + e.Addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,12 +124,12 @@ func TestCanaryPasswords(t *testing.T) {
 	places["GET /metrics"] = get("/metrics")
 	places["fieldgate logs opcua-boiler"] = e.logsOf("opcua-boiler")
 	places["fieldgate logs opcua-wrong"] = e.logsOf("opcua-wrong")
-	places["fieldgate output"] = e.logs.String()
+	places["fieldgate output"] = e.Logs()
 	mu.Lock()
 	places["MQTT messages"] = strings.Join(messages, "\n")
 	mu.Unlock()
-	private := filepath.Join(e.dir, "private")
-	err = filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+	private := filepath.Join(e.Dir, "private")
+	err = filepath.WalkDir(e.Dir, func(path string, d fs.DirEntry, err error) error {
 		if path == private {
 			// Root's 0400 copies of the secret files for the collectors'
 			// own users: the secrets themselves, by design.

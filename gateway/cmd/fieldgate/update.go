@@ -16,6 +16,7 @@ import (
 	"fieldgate/gateway/config"
 	"fieldgate/gateway/supervisor"
 	"fieldgate/gateway/update"
+	fgruntime "fieldgate/runtime"
 )
 
 // killAfterEnv names an install step (staged, switched) after which
@@ -248,10 +249,12 @@ func printUpdateStatus(w io.Writer, st *supervisor.UpdateStatus, now time.Time) 
 	}
 }
 
-// The runtime as the update package needs it: pinned import and pruning.
+// slotImages is the runtime as the update package needs it: pinned
+// import, and pruning after a commit.
+type slotImages struct{ rt *fgruntime.Runtime }
 
-func (c *containerdRuntime) ImportArchive(ctx context.Context, file string) ([]update.ImageRef, error) {
-	res, err := c.rt.ImportArchive(ctx, file)
+func (s slotImages) ImportArchive(ctx context.Context, file string) ([]update.ImageRef, error) {
+	res, err := s.rt.ImportArchive(ctx, file)
 	if err != nil {
 		return nil, err
 	}
@@ -262,48 +265,19 @@ func (c *containerdRuntime) ImportArchive(ctx context.Context, file string) ([]u
 	return out, nil
 }
 
-// PruneImages deletes the images whose digest is not in keep (nor in use by
-// a container).
-func (c *containerdRuntime) PruneImages(ctx context.Context, keep []string) ([]string, error) {
-	keepSet := map[string]bool{}
-	for _, d := range keep {
-		keepSet[d] = true
+func (s slotImages) PruneImages(ctx context.Context, keep []string) ([]string, error) {
+	removed, err := s.rt.PruneImages(ctx, keep)
+	names := make([]string, 0, len(removed))
+	for _, im := range removed {
+		names = append(names, im.Name)
 	}
-	containers, err := c.rt.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, ci := range containers {
-		keepSet[ci.ImageDigest] = true
-	}
-	imgs, err := c.rt.Images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var deleted []string
-	var errs []error
-	for _, im := range imgs {
-		if keepSet[im.Digest] {
-			continue
-		}
-		if err := c.rt.DeleteImage(ctx, im.Name); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		deleted = append(deleted, im.Name)
-	}
-	return deleted, errors.Join(errs...)
+	return names, err
 }
 
-// importImages imports the collector images: only those the active slot's
-// manifest pins when a firmware slot is installed, else (development, no
-// bundle installed) every archive of runtime.images_dir.
-func importImages(ctx context.Context, c *containerdRuntime, cfg *config.Config, store *update.Store, slot string, log *slog.Logger) {
-	if slot == "" {
-		c.importDir(ctx, cfg.Runtime.ImagesDir)
-		return
-	}
-	if err := store.ImportPinned(ctx, c, slot, log); err != nil {
+// importPinned imports the images the active slot's manifest pins, and
+// only those (runtime.images_dir is not read while a slot is installed).
+func importPinned(ctx context.Context, images slotImages, cfg *config.Config, store *update.Store, slot string, log *slog.Logger) {
+	if err := store.ImportPinned(ctx, images, slot, log); err != nil {
 		log.Error("pinned image import incomplete", "slot", slot, "err", err)
 	}
 	if archives, _ := imageArchives(cfg.Runtime.ImagesDir); len(archives) > 0 {

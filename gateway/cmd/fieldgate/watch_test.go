@@ -51,8 +51,11 @@ collectors:
 	pub(true, "plant/a/gw7/status/plc", `{"state":"online","ts":1,"version":"t","devices":{"d":"ok"},"queue":{"pending":2,"bytes":10,"dropped":0,"rejected":0}}`)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	published := make(chan struct{})
+	// No pub (nor its Errorf) after the test ends.
+	defer func() { cancel(); <-published }()
 	go func() { // data keeps coming while the view listens
+		defer close(published)
 		for ctx.Err() == nil {
 			now := time.Now().UnixMilli()
 			pub(false, "plant/a/gw7/data/plc/d", fmt.Sprintf(`{"gateway":"gw7","collector":"plc","device":"d","seq":1,"ts":%d,"readings":[{"tag":"t","value":true,"quality":"good","ts":%d},{"tag":"u","value":null,"quality":"bad","error":"modbus exception 2: illegal data address","ts":%d}]}`, now, now, now))

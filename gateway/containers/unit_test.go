@@ -1,7 +1,8 @@
-package main
+package containers
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,13 +11,31 @@ import (
 )
 
 func TestProcStartTime(t *testing.T) {
-	// This process started moments ago (the test binary's start).
-	got := procStartTime(uint32(os.Getpid()))
-	if d := time.Since(got); d < 0 || d > 10*time.Minute {
-		t.Errorf("procStartTime(self) = %v (%v ago)", got, d)
+	// The fixture's starttime is 12345 ticks after a boot at 1700000000, and
+	// its command name holds spaces and parentheses.
+	got, err := procStartTime("testdata/proc", 42)
+	if want := time.Unix(1700000000, 0).Add(123450 * time.Millisecond); err != nil || !got.Equal(want) {
+		t.Errorf("procStartTime(fixture) = %v, %v; want %v", got, err, want)
 	}
-	if got := procStartTime(0); time.Since(got) > time.Second {
-		t.Errorf("procStartTime(0) = %v, want now", got)
+	// This process started moments ago (the test binary's start).
+	self, err := ProcStartTime(uint32(os.Getpid()))
+	if d := time.Since(self); err != nil || d < 0 || d > 10*time.Minute {
+		t.Errorf("ProcStartTime(self) = %v (%v ago), %v", self, d, err)
+	}
+	// Every failure is an error naming what could not be read; no fallback.
+	for _, tt := range []struct {
+		proc string
+		pid  uint32
+		want string
+	}{
+		{"testdata/proc", 7, "testdata/proc/7/stat: no such file"},
+		{"testdata/badproc", 42, "testdata/badproc/42/stat: 3 fields after the command name, want at least 20"},
+		{"/proc", 0, "/proc/0/stat"},
+	} {
+		got, err := procStartTime(tt.proc, tt.pid)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !got.IsZero() {
+			t.Errorf("procStartTime(%s, %d) = %v, %v; want an error with %q", tt.proc, tt.pid, got, err, tt.want)
+		}
 	}
 }
 
@@ -26,14 +45,14 @@ func TestRuntimeSpec(t *testing.T) {
 		MQTT:    config.MQTT{Broker: "tcp://b:1883", TopicPrefix: "fieldgate", PasswordFile: "/etc/fieldgate/mqtt.pass"},
 	}
 	col := config.Collector{Name: "m1", Image: "fieldgate/collector-modbus:latest", Privileged: true,
-		Devices: []string{"/dev/ttyUSB1:/dev/ttyUSB0"}, Resources: config.Resources{CPUs: 0.5, MemoryBytes: 64 << 20},
-		ProtocolConfig: []byte("transport: tcp\n")}
-	rs := runtimeSpec(supervisor.BuildSpec(cfg, &col))
+		Devices:   []string{"/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0:/dev/ttyUSB0"},
+		Resources: config.Resources{CPUs: 0.5, MemoryBytes: 64 << 20}, ProtocolConfig: []byte("transport: tcp\n")}
+	rs := RuntimeSpec(supervisor.BuildSpec(cfg, &col))
 	if rs.ID != "m1" || !rs.Privileged || rs.CPUs != 0.5 || rs.MemoryBytes != 64<<20 ||
 		rs.LogPath != "/var/lib/fieldgate/logs/m1/collector.log" {
 		t.Errorf("spec = %+v", rs)
 	}
-	if len(rs.Devices) != 1 || rs.Devices[0].Host != "/dev/ttyUSB1" || rs.Devices[0].Container != "/dev/ttyUSB0" {
+	if len(rs.Devices) != 1 || rs.Devices[0].Host != "/dev/serial/by-path/pci-0000:00:14.0-usb-0:1:1.0-port0" || rs.Devices[0].Container != "/dev/ttyUSB0" {
 		t.Errorf("devices = %+v", rs.Devices)
 	}
 	mounts := map[string]string{}
