@@ -15,8 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +24,9 @@ import (
 
 	"aead.dev/minisign"
 
-	"fieldgate/firmware/ociimage"
 	"fieldgate/gateway/supervisor"
 	"fieldgate/gateway/update"
+	"fieldgate/internal/fieldgatetest"
 	"fieldgate/internal/testpeer"
 )
 
@@ -37,7 +35,7 @@ const (
 	healthyFor    = "3s"
 	confirmWithin = "90s"
 	pollInterval  = "250ms"
-	gatewayID     = "upd-gw"
+	gatewayID     = fieldgatetest.GatewayID // what the shared recorder listens to
 )
 
 // collectors are the collectors of every test gateway.
@@ -53,7 +51,7 @@ type binaries struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	testpeer.CleanBuilds()
+	fieldgatetest.Cleanup()
 	os.Exit(code)
 }
 
@@ -64,8 +62,8 @@ func bins(t *testing.T) *binaries {
 	t.Helper()
 	b := &binaries{fieldgate: map[string]string{}, collector: map[string]string{}}
 	for _, v := range []string{"1", "2", "3"} {
-		b.fieldgate[v] = testpeer.GoBuildFlags(t, "fieldgate/gateway/cmd/fieldgate", "-X main.version="+v)
-		b.collector[v] = testpeer.GoBuildFlags(t, "fieldgate/collectors/cmd/modbus-collector", "-X main.version="+v)
+		b.fieldgate[v] = fieldgatetest.FieldgateVersion(t, v)
+		b.collector[v] = fieldgatetest.Collector(t, "modbus-collector", v)
 	}
 	b.exit1 = testpeer.GoBuild(t, "fieldgate/gateway/update/e2e/testdata/exit1")
 	return b
@@ -85,7 +83,7 @@ type gateway struct {
 	key     minisign.PrivateKey
 	bins    *binaries
 	unit    *unit
-	seqs    *seqRecorder
+	seqs    *fieldgatetest.Recorder
 	gwState <-chan testpeer.Message
 }
 
@@ -142,7 +140,7 @@ collectors:
 	if err := os.WriteFile(g.config, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g.seqs = newSeqRecorder(t, g.broker.Addr)
+	g.seqs = fieldgatetest.NewRecorder(t, g.broker.Addr, "", "")
 	g.gwState = testpeer.Subscribe(t, g.broker.Addr, "fieldgate/"+gatewayID+"/status")
 	return g
 }
@@ -179,15 +177,7 @@ func (g *gateway) bundle(spec bundleSpec) string {
 	} {
 		copyFile(t, src, filepath.Join(dir, dst))
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ociimage.Build(ociimage.Config{
-		Name: "fieldgate/collector-modbus", Tags: []string{spec.version, "latest"},
-		Binaries: map[string]string{"linux/" + goruntime.GOARCH: spec.collector},
-	}, filepath.Join(dir, "images", "collector-modbus.tar")); err != nil {
-		t.Fatal(err)
-	}
+	fieldgatetest.ImageArchive(t, filepath.Join(dir, "images", "collector-modbus.tar"), "fieldgate/collector-modbus", spec.collector, spec.version, "latest")
 	if _, err := update.WriteManifest(dir, update.ManifestInfo{Version: spec.version, Architecture: update.HostArchitecture()}); err != nil {
 		t.Fatal(err)
 	}
@@ -248,12 +238,8 @@ func (g *gateway) update(bundle string, env ...string) (string, error) {
 }
 
 func (g *gateway) status() (supervisor.Status, error) {
-	var st supervisor.Status
-	body, err := g.get("/status")
-	if err != nil {
-		return st, err
-	}
-	return st, json.Unmarshal(body, &st)
+	st, _, err := fieldgatetest.FetchStatus(context.Background(), g.addr)
+	return st, err
 }
 
 func (g *gateway) get(path string) ([]byte, error) {
@@ -523,78 +509,32 @@ func (u *unit) logTail() string {
 	return s
 }
 
-// seqRecorder keeps every data message's seq per collector.
-type seqRecorder struct {
-	mu   sync.Mutex
-	seqs map[string][]uint64
-}
-
-func newSeqRecorder(t *testing.T, broker string) *seqRecorder {
-	r := &seqRecorder{seqs: map[string][]uint64{}}
-	ch := testpeer.Subscribe(t, broker, "fieldgate/"+gatewayID+"/data/#")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m := <-ch:
-				var b struct {
-					Collector string
-					Seq       uint64
-				}
-				if json.Unmarshal(m.Payload, &b) == nil && b.Seq > 0 {
-					r.mu.Lock()
-					r.seqs[b.Collector] = append(r.seqs[b.Collector], b.Seq)
-					r.mu.Unlock()
-				}
-			}
-		}
-	}()
-	return r
-}
-
-// max is the highest seq seen of collector c.
-func (r *seqRecorder) max(c string) uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var m uint64
-	for _, s := range r.seqs[c] {
-		m = max(m, s)
-	}
-	return m
-}
-
-// check reports seq gaps and (with noRepeat) repeats of every collector
-// over everything seen.
-func (r *seqRecorder) check(t *testing.T, noRepeat bool) {
+// checkSeq reports seq gaps and (with noRepeat) any seq received twice,
+// even as the same batch again, of every collector over everything the
+// recorder saw. (The recorder itself fails the test on a seq used for two
+// different batches.)
+func checkSeq(t *testing.T, r *fieldgatetest.Recorder, noRepeat bool) {
 	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, c := range collectors {
-		seqs := append([]uint64(nil), r.seqs[c]...)
-		if len(seqs) == 0 {
+		seen := r.All(c)
+		if len(seen) == 0 {
 			t.Errorf("collector %s: no data seen", c)
 			continue
 		}
-		sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
-		var gaps, repeats []string
-		for i := 1; i < len(seqs); i++ {
-			switch d := seqs[i] - seqs[i-1]; {
-			case d == 0:
-				repeats = append(repeats, fmt.Sprint(seqs[i]))
-			case d > 1:
-				gaps = append(gaps, fmt.Sprintf("%d..%d", seqs[i-1]+1, seqs[i]-1))
+		if missing := r.Missing(c, 0); len(missing) > 0 {
+			t.Errorf("collector %s: seq gaps %s", c, fieldgatetest.Ranges(missing))
+		}
+		count := map[uint64]int{}
+		var repeats []uint64
+		for _, s := range seen {
+			if count[s.Seq]++; count[s.Seq] == 2 {
+				repeats = append(repeats, s.Seq)
 			}
 		}
-		if len(gaps) > 0 {
-			t.Errorf("collector %s: seq gaps %s (seen %d..%d)", c, strings.Join(gaps, ", "), seqs[0], seqs[len(seqs)-1])
-		}
 		if noRepeat && len(repeats) > 0 {
-			t.Errorf("collector %s: seq repeated: %s", c, strings.Join(repeats, ", "))
+			t.Errorf("collector %s: seq received more than once: %s", c, fieldgatetest.Ranges(repeats))
 		}
-		t.Logf("collector %s: seq %d..%d, %d messages, no gap", c, seqs[0], seqs[len(seqs)-1], len(seqs))
+		t.Logf("collector %s: %d distinct seqs up to %d, no gap", c, len(count), r.MaxSeq(c))
 	}
 }
 
@@ -603,11 +543,11 @@ func (g *gateway) waitData(what string) {
 	g.t.Helper()
 	from := map[string]uint64{}
 	for _, c := range collectors {
-		from[c] = g.seqs.max(c)
+		from[c] = g.seqs.MaxSeq(c)
 	}
 	testpeer.WaitFor(g.t, 60*time.Second, what, func() bool {
 		for _, c := range collectors {
-			if g.seqs.max(c) < from[c]+3 {
+			if g.seqs.MaxSeq(c) < from[c]+3 {
 				return false
 			}
 		}

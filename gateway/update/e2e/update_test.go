@@ -86,7 +86,7 @@ func TestTamperingRefused(t *testing.T) {
 		t.Errorf("the supervisor restarted: %+v", h)
 	}
 	g.waitData("data still flowing")
-	g.seqs.check(t, true)
+	checkSeq(t, g.seqs, true)
 }
 
 // TestGoodUpdate: version 1 → 2 → 3. Each update restarts the supervisor on
@@ -161,7 +161,7 @@ func TestGoodUpdate(t *testing.T) {
 			t.Errorf("version 1's image still present: %v", images)
 		}
 	})
-	g.seqs.check(t, true)
+	checkSeq(t, g.seqs, true)
 }
 
 // TestBadUpdate: version 2's collector image exits at once. fieldgate rolls
@@ -191,7 +191,7 @@ func TestBadUpdate(t *testing.T) {
 		t.Errorf("fieldgate update --status:\n%s", out)
 	}
 	g.waitData("data after the rollback")
-	g.seqs.check(t, false)
+	checkSeq(t, g.seqs, false)
 }
 
 // TestSupervisorCannotStart: version 2's binary exits 1. The boot selector
@@ -232,7 +232,7 @@ func TestSupervisorCannotStart(t *testing.T) {
 		}
 	}
 	g.waitData("data after the rollback")
-	g.seqs.check(t, true)
+	checkSeq(t, g.seqs, true)
 }
 
 // TestPowerCut: everything — supervisor, containerd, shims, collectors — is
