@@ -52,6 +52,9 @@ type binaries struct {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	fieldgatetest.Cleanup()
+	if archives.dir != "" {
+		os.RemoveAll(archives.dir)
+	}
 	os.Exit(code)
 }
 
@@ -177,7 +180,7 @@ func (g *gateway) bundle(spec bundleSpec) string {
 	} {
 		copyFile(t, src, filepath.Join(dir, dst))
 	}
-	fieldgatetest.ImageArchive(t, filepath.Join(dir, "images", "collector-modbus.tar"), "fieldgate/collector-modbus", spec.collector, spec.version, "latest")
+	copyFile(t, imageArchive(t, spec.collector, spec.version), filepath.Join(dir, "images", "collector-modbus.tar"))
 	if _, err := update.WriteManifest(dir, update.ManifestInfo{Version: spec.version, Architecture: update.HostArchitecture()}); err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +195,37 @@ func (g *gateway) bundle(spec bundleSpec) string {
 		spec.tamper(dir)
 	}
 	return dir
+}
+
+// archives caches the collector image archives: packing one (gzip, in
+// this process) is the costliest part of a bundle, most of all under -race.
+var archives struct {
+	sync.Mutex
+	dir  string
+	path map[string]string
+}
+
+// imageArchive is the archive of fieldgate/collector-modbus with tags
+// version and latest holding binary, built once per test binary.
+func imageArchive(t *testing.T, binary, version string) string {
+	t.Helper()
+	archives.Lock()
+	defer archives.Unlock()
+	key := binary + " " + version
+	if p, ok := archives.path[key]; ok {
+		return p
+	}
+	if archives.dir == "" {
+		d, err := os.MkdirTemp("", "fg-update-images-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		archives.dir, archives.path = d, map[string]string{}
+	}
+	p := filepath.Join(archives.dir, fmt.Sprint(len(archives.path)), "collector-modbus.tar")
+	fieldgatetest.ImageArchive(t, p, "fieldgate/collector-modbus", binary, version, "latest")
+	archives.path[key] = p
+	return p
 }
 
 // installFirst runs the bundle's install.sh into the root, as on a fresh
