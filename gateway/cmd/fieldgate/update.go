@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -314,7 +315,10 @@ func activeSlot(store *update.Store, log *slog.Logger) string {
 		return ""
 	}
 	if exe, err := os.Executable(); err == nil {
-		want := store.SlotDir(st.Current) + string(os.PathSeparator) + update.BinaryFile
+		want := filepath.Join(store.SlotDir(st.Current), update.BinaryFile)
+		if real, err := filepath.EvalSymlinks(want); err == nil {
+			want = real // /proc/self/exe is resolved too
+		}
 		if exe != want {
 			log.Warn("this binary is not the active firmware slot's", "executable", exe, "slot_binary", want)
 		}
