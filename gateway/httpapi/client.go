@@ -27,7 +27,7 @@ var ErrNoSupervisor = fmt.Errorf("no fieldgate supervisor answers")
 // returns the raw JSON.
 func FetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, error) {
 	var st supervisor.Status
-	raw, err := call(ctx, statusTimeout, http.MethodGet, addr, "/status")
+	raw, err := call(ctx, statusTimeout, http.MethodGet, addr, "/status", "")
 	if err != nil {
 		return st, nil, err
 	}
@@ -37,15 +37,16 @@ func FetchStatus(ctx context.Context, addr string) (supervisor.Status, []byte, e
 	return st, raw, nil
 }
 
-// Control asks the supervisor at addr to stop or start (op) collector name
-// and returns the collector's status; the supervisor's error (an unknown
-// name lists the configured ones) is returned as it is.
-func Control(ctx context.Context, addr, op, name string) (supervisor.CollectorStatus, error) {
+// Control asks the supervisor at addr to stop or start (op) collector name,
+// proving itself with the operator token, and returns the collector's
+// status; the supervisor's error (an unknown name lists the configured
+// ones) is returned as it is.
+func Control(ctx context.Context, addr, token, op, name string) (supervisor.CollectorStatus, error) {
 	var st supervisor.CollectorStatus
 	if op != "stop" && op != "start" {
 		return st, fmt.Errorf("unknown operation %q (valid: stop, start)", op)
 	}
-	raw, err := call(ctx, controlTimeout, http.MethodPost, addr, "/collectors/"+url.PathEscape(name)+"/"+op)
+	raw, err := call(ctx, controlTimeout, http.MethodPost, addr, "/collectors/"+url.PathEscape(name)+"/"+op, token)
 	if err != nil {
 		return st, fmt.Errorf("%s %q: %w", op, name, err)
 	}
@@ -55,14 +56,18 @@ func Control(ctx context.Context, addr, op, name string) (supervisor.CollectorSt
 	return st, nil
 }
 
-// call makes one request and returns the body of a 200 answer; another
-// answer is an error with the body's ErrorBody message or the status.
-func call(ctx context.Context, timeout time.Duration, method, addr, path string) ([]byte, error) {
+// call makes one request (with the operator token when set) and returns the
+// body of a 200 answer; another answer is an error with the body's ErrorBody
+// message or the status.
+func call(ctx context.Context, timeout time.Duration, method, addr, path, token string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Package httpapi serves the supervisor's HTTP endpoints on gateway.listen:
 // /healthz, /status (JSON), /metrics (Prometheus), and the operator's
-// POST /collectors/NAME/stop and /start (`fieldgate stop|start NAME`).
+// POST /collectors/NAME/stop and /start (`fieldgate stop|start NAME`), which
+// need the operator token (TokenFile) as `Authorization: Bearer TOKEN`.
 package httpapi
 
 import (
@@ -51,8 +52,9 @@ type Server struct {
 }
 
 // New returns a server for addr (HOST:PORT; port 0 picks a free one, see
-// Addr) reporting src.
-func New(addr string, src StatusSource, log *slog.Logger) (*Server, error) {
+// Addr) reporting src. controlToken guards the operator's endpoints (see
+// Handler).
+func New(addr string, src StatusSource, log *slog.Logger, controlToken string) (*Server, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("http listen address %q: %w", addr, err)
 	}
@@ -63,12 +65,14 @@ func New(addr string, src StatusSource, log *slog.Logger) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{addr: addr, src: src, log: log}
-	s.mux = Handler(src)
+	s.mux = Handler(src, controlToken)
 	return s, nil
 }
 
-// Handler returns the endpoints' handler.
-func Handler(src StatusSource) *http.ServeMux {
+// Handler returns the endpoints' handler. The operator's endpoints exist
+// when src is also a Controller and controlToken is set; a request without
+// `Authorization: Bearer controlToken` gets 401.
+func Handler(src StatusSource, controlToken string) *http.ServeMux {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -87,22 +91,27 @@ func Handler(src StatusSource) *http.ServeMux {
 		_ = enc.Encode(src.Status())
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	if c, ok := src.(Controller); ok {
-		mux.HandleFunc("POST /collectors/{name}/stop", control(c.StopCollector))
-		mux.HandleFunc("POST /collectors/{name}/start", control(c.StartCollector))
+	if c, ok := src.(Controller); ok && controlToken != "" {
+		mux.HandleFunc("POST /collectors/{name}/stop", control(controlToken, c.StopCollector))
+		mux.HandleFunc("POST /collectors/{name}/start", control(controlToken, c.StartCollector))
 	}
 	return mux
 }
 
 // control answers an operator's stop or start: the collector's status, or
-// an ErrorBody with 404 for an unknown collector, 503 when the supervisor
-// is not running, 500 otherwise.
-func control(do func(context.Context, string) (supervisor.CollectorStatus, error)) http.HandlerFunc {
+// an ErrorBody with 401 without the token, 404 for an unknown collector, 503
+// when the supervisor is not running, 500 otherwise.
+func control(token string, do func(context.Context, string) (supervisor.CollectorStatus, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		st, err := do(r.Context(), r.PathValue("name"))
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
+		if !authorized(r.Header.Get("Authorization"), token) {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = enc.Encode(ErrorBody{Error: "operator token missing or wrong (fieldgate reads it from " + TokenFile + " in the supervisor's state dir; run as root)"})
+			return
+		}
+		st, err := do(r.Context(), r.PathValue("name"))
 		if err != nil {
 			code := http.StatusInternalServerError
 			switch {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +48,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 }
 
 func TestStatusJSON(t *testing.T) {
-	h := Handler(fakeSource{testStatus()})
+	h := Handler(fakeSource{testStatus()}, testToken)
 	code, body := get(t, h, "/status")
 	if code != 200 {
 		t.Fatalf("status %d", code)
@@ -70,7 +72,7 @@ func TestStatusJSON(t *testing.T) {
 }
 
 func TestMetricsAndHealth(t *testing.T) {
-	h := Handler(fakeSource{testStatus()})
+	h := Handler(fakeSource{testStatus()}, testToken)
 	if code, body := get(t, h, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
@@ -108,7 +110,7 @@ func TestMetricsAndHealth(t *testing.T) {
 }
 
 func TestRunServesAndStops(t *testing.T) {
-	s, err := New("127.0.0.1:0", fakeSource{testStatus()}, nil)
+	s, err := New("127.0.0.1:0", fakeSource{testStatus()}, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func TestRunServesAndStops(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	if _, err := New("nope", fakeSource{}, nil); err == nil {
+	if _, err := New("nope", fakeSource{}, nil, ""); err == nil {
 		t.Error("bad address accepted")
 	}
 }
@@ -168,12 +170,14 @@ func (f *fakeController) StartCollector(_ context.Context, name string) (supervi
 func TestStopStart(t *testing.T) {
 	post := func(h http.Handler, path string) (int, string) {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", path, nil))
+		req := httptest.NewRequest("POST", path, nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		h.ServeHTTP(rec, req)
 		b, _ := io.ReadAll(rec.Result().Body)
 		return rec.Code, string(b)
 	}
 	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
-	h := Handler(fc)
+	h := Handler(fc, testToken)
 	for _, tt := range []struct {
 		path  string
 		code  int
@@ -201,14 +205,14 @@ func TestStopStart(t *testing.T) {
 		t.Errorf("calls %v", fc.calls)
 	}
 	// A source that cannot control has no such endpoints.
-	if code, _ := post(Handler(fakeSource{testStatus()}), "/collectors/modbus-line3/stop"); code != http.StatusNotFound {
+	if code, _ := post(Handler(fakeSource{testStatus()}, testToken), "/collectors/modbus-line3/stop"); code != http.StatusNotFound {
 		t.Errorf("stop without a controller = %d, want 404", code)
 	}
 }
 
 func TestClient(t *testing.T) {
 	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
-	srv := httptest.NewServer(Handler(fc))
+	srv := httptest.NewServer(Handler(fc, testToken))
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	ctx := context.Background()
@@ -216,17 +220,93 @@ func TestClient(t *testing.T) {
 	if err != nil || st.GatewayID != "gw1" || len(st.Collectors) != 2 || !json.Valid(raw) {
 		t.Errorf("FetchStatus = %+v, %v", st, err)
 	}
-	if c, err := Control(ctx, addr, "stop", "modbus-line3"); err != nil || c.State != supervisor.StateStopped {
+	if c, err := Control(ctx, addr, testToken, "stop", "modbus-line3"); err != nil || c.State != supervisor.StateStopped {
 		t.Errorf("stop = %+v, %v", c, err)
 	}
-	if _, err := Control(ctx, addr, "stop", "nope"); err == nil || err.Error() != `stop "nope": unknown collector "nope" (configured: modbus-line3)` {
+	if _, err := Control(ctx, addr, testToken, "stop", "nope"); err == nil || err.Error() != `stop "nope": unknown collector "nope" (configured: modbus-line3)` {
 		t.Errorf("stop of an unknown collector: %v", err)
 	}
-	if _, err := Control(ctx, addr, "pause", "modbus-line3"); err == nil {
+	if _, err := Control(ctx, addr, testToken, "pause", "modbus-line3"); err == nil {
 		t.Error("unknown operation accepted")
 	}
 	srv.Close()
 	if _, _, err := FetchStatus(ctx, addr); !errors.Is(err, ErrNoSupervisor) || !strings.Contains(err.Error(), addr) {
 		t.Errorf("closed server: %v", err)
+	}
+}
+
+const testToken = "0123456789abcdef"
+
+// TestControlNeedsToken: collectors share the host network, so the
+// operator's endpoints refuse a request without the token, or with another
+// one, and the controller is never called.
+func TestControlNeedsToken(t *testing.T) {
+	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
+	h := Handler(fc, testToken)
+	for _, auth := range []string{"", "Bearer ", "Bearer wrong", "Basic " + testToken, testToken} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/collectors/modbus-line3/stop", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			t.Errorf("Authorization %q: %d, want 401", auth, rec.Code)
+		}
+	}
+	if len(fc.calls) != 0 {
+		t.Errorf("controller called without the token: %v", fc.calls)
+	}
+	// No token configured: no operator endpoints at all.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/collectors/modbus-line3/stop", nil)
+	req.Header.Set("Authorization", "Bearer ")
+	Handler(fc, "").ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotFound || len(fc.calls) != 0 {
+		t.Errorf("without a token: %d, calls %v; want 404 and none", rec.Code, fc.calls)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	if _, err := Control(context.Background(), strings.TrimPrefix(srv.URL, "http://"), "wrong", "stop", "modbus-line3"); err == nil || !strings.Contains(err.Error(), "operator token") {
+		t.Errorf("Control with a wrong token: %v", err)
+	}
+}
+
+func TestToken(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "supervisor")
+	a, err := NewToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == b || len(a) != 64 {
+		t.Errorf("tokens %q, %q: want a new 64-hex token per start", a, b)
+	}
+	got, err := ReadToken(filepath.Join(dir, TokenFile))
+	if err != nil || got != b {
+		t.Errorf("ReadToken = %q, %v; want %q", got, err, b)
+	}
+	for _, p := range []string{dir, filepath.Join(dir, TokenFile)} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s: mode %v, want no access for group or others", p, perm)
+		}
+	}
+	// A link planted in place of the token is not followed.
+	canary := filepath.Join(t.TempDir(), "canary")
+	os.WriteFile(canary, []byte("canary\n"), 0o600)
+	link := filepath.Join(t.TempDir(), "token")
+	os.Symlink(canary, link)
+	if _, err := ReadToken(link); err == nil {
+		t.Error("ReadToken followed a symlink")
+	}
+	if _, err := ReadToken(filepath.Join(dir, "missing")); err == nil {
+		t.Error("ReadToken of a missing file: no error")
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 func TestUpdateMetrics(t *testing.T) {
 	st := testStatus()
-	if _, body := get(t, Handler(fakeSource{st}), "/metrics"); strings.Contains(body, "fieldgate_update_") {
+	if _, body := get(t, Handler(fakeSource{st}, testToken), "/metrics"); strings.Contains(body, "fieldgate_update_") {
 		t.Errorf("update metrics without a firmware installed:\n%s", body)
 	}
 	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
@@ -21,7 +21,7 @@ func TestUpdateMetrics(t *testing.T) {
 		Trial:    &supervisor.TrialStatus{Version: "2", From: "1", Boots: 1, MaxBoots: 3, Since: at},
 		Last:     &supervisor.UpdateResult{Result: "committed", Version: "1", At: at},
 	}
-	h := Handler(fakeSource{st})
+	h := Handler(fakeSource{st}, testToken)
 	_, body := get(t, h, "/metrics")
 	for _, want := range []string{
 		`fieldgate_update_state{state="trial"} 1`,

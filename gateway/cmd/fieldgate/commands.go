@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -155,7 +156,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := httpapi.New(cfg.Gateway.Listen, sup, log)
+	token, err := httpapi.NewToken(filepath.Join(cfg.Gateway.DataDir, supervisor.StateDirName))
+	if err != nil {
+		return err
+	}
+	api, err := httpapi.New(cfg.Gateway.Listen, sup, log, token)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"fieldgate/gateway/config"
 	"fieldgate/gateway/httpapi"
@@ -13,12 +14,14 @@ import (
 )
 
 // cmdControl is `fieldgate stop NAME` and `fieldgate start NAME`: it asks the
-// running supervisor (POST /collectors/NAME/stop|start on gateway.listen).
+// running supervisor (POST /collectors/NAME/stop|start on gateway.listen),
+// with the operator token the supervisor writes in its state dir.
 func cmdControl(ctx context.Context, op string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(op, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "", "supervisor HTTP address HOST:PORT (default: gateway.listen of --config or "+defaultConfigPath+", else "+config.DefaultGateway.Listen+")")
-	path := fs.String("config", "", "gateway config `FILE` to take gateway.listen from")
+	path := fs.String("config", "", "gateway config `FILE` to take gateway.listen and data_dir from")
+	tokenFile := fs.String("token-file", "", "operator token `FILE` (default: {data_dir}/"+supervisor.StateDirName+"/"+httpapi.TokenFile+" of --config or "+defaultConfigPath+")")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -31,7 +34,14 @@ func cmdControl(ctx context.Context, op string, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	st, err := control(ctx, target, op, name)
+	if *tokenFile == "" {
+		*tokenFile = filepath.Join(dataDir(*path), supervisor.StateDirName, httpapi.TokenFile)
+	}
+	token, err := httpapi.ReadToken(*tokenFile)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w (the supervisor writes it at start; run as root, or give --token-file)", op, name, err)
+	}
+	st, err := control(ctx, target, token, op, name)
 	if err != nil {
 		return err
 	}
@@ -47,8 +57,8 @@ func cmdControl(ctx context.Context, op string, args []string, stdout, stderr io
 }
 
 // control posts op (stop, start) for collector name to the supervisor at addr.
-func control(ctx context.Context, addr, op, name string) (supervisor.CollectorStatus, error) {
-	st, err := httpapi.Control(ctx, addr, op, name)
+func control(ctx context.Context, addr, token, op, name string) (supervisor.CollectorStatus, error) {
+	st, err := httpapi.Control(ctx, addr, token, op, name)
 	if errors.Is(err, httpapi.ErrNoSupervisor) {
 		return st, fmt.Errorf("%w (is `fieldgate run` running? --addr or --config name another)", err)
 	}
@@ -74,4 +84,17 @@ func listenAddr(addr, path string, stderr io.Writer) (string, error) {
 		return cfg.Gateway.Listen, nil
 	}
 	return config.DefaultGateway.Listen, nil
+}
+
+// dataDir is gateway.data_dir of the config at path, else of the installed
+// config, else the default. A config that does not load was reported by
+// listenAddr already when path was given.
+func dataDir(path string) string {
+	if path == "" {
+		path = defaultConfigPath
+	}
+	if cfg, err := config.Load(path); err == nil {
+		return cfg.Gateway.DataDir
+	}
+	return config.DefaultGateway.DataDir
 }

@@ -7,15 +7,26 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"fieldgate/gateway/httpapi"
 	"fieldgate/internal/testpeer"
 )
 
 func TestStopStartCommands(t *testing.T) {
+	dir := t.TempDir()
+	token, err := httpapi.NewToken(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(dir, httpapi.TokenFile)
 	var got []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			t.Errorf("%s %s without the operator token", r.Method, r.URL.Path)
+		}
 		got = append(got, r.Method+" "+r.URL.Path)
 		switch r.URL.Path {
 		case "/collectors/m1/stop":
@@ -37,10 +48,11 @@ func TestStopStartCommands(t *testing.T) {
 		err   string
 		usage bool
 	}{
-		{args: []string{"stop", "m1", "--addr", addr}, out: "m1: stopped\n"},
-		{args: []string{"start", "--addr", addr, "m1"}, out: "m1: running (pid 42)\n"},
-		{args: []string{"stop", "nope", "--addr", addr}, err: `stop "nope": unknown collector "nope" (configured: m1)`},
-		{args: []string{"stop", "m1", "--addr", free}, err: "no fieldgate supervisor answers at " + free},
+		{args: []string{"stop", "m1", "--addr", addr, "--token-file", tokenFile}, out: "m1: stopped\n"},
+		{args: []string{"start", "--addr", addr, "--token-file", tokenFile, "m1"}, out: "m1: running (pid 42)\n"},
+		{args: []string{"stop", "nope", "--addr", addr, "--token-file", tokenFile}, err: `stop "nope": unknown collector "nope" (configured: m1)`},
+		{args: []string{"stop", "m1", "--addr", free, "--token-file", tokenFile}, err: "no fieldgate supervisor answers at " + free},
+		{args: []string{"stop", "m1", "--addr", addr, "--token-file", filepath.Join(dir, "missing")}, err: `operator token "` + filepath.Join(dir, "missing") + `"`},
 		{args: []string{"stop", "--addr", addr}, err: "stop: want one collector name, got 0 arguments", usage: true},
 	} {
 		var out, errOut bytes.Buffer

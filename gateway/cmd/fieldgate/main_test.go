@@ -97,7 +97,7 @@ func TestStatusTable(t *testing.T) {
 				State: "running", Pid: 4242, Restarts: 2, StartedAt: &at, LastExit: &supervisor.Exit{Code: 137, At: at},
 				Report: []byte(`{"mqtt":{"connected":false,"last_error":"not Authorized"},"queue":{"pending":17,"dropped":3}}`)},
 			{Name: "opcua-boiler", State: "crashloop", LastError: "image not found"},
-		}}}))
+		}}}, ""))
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
 	addr := strings.TrimPrefix(srv.URL, "http://")
