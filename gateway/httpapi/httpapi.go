@@ -1,7 +1,9 @@
 // Package httpapi serves the supervisor's HTTP endpoints on gateway.listen:
 // /healthz, /status (JSON), /metrics (Prometheus), and the operator's
 // POST /collectors/NAME/stop and /start (`fieldgate stop|start NAME`), which
-// need the operator token (TokenFile) as `Authorization: Bearer TOKEN`.
+// answer only root on the gateway (by the uid owning the client's loopback
+// socket) or a client with the operator token (TokenFile) as
+// `Authorization: Bearer TOKEN`: collectors share the host network.
 package httpapi
 
 import (
@@ -12,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,8 +73,9 @@ func New(addr string, src StatusSource, log *slog.Logger, controlToken string) (
 }
 
 // Handler returns the endpoints' handler. The operator's endpoints exist
-// when src is also a Controller and controlToken is set; a request without
-// `Authorization: Bearer controlToken` gets 401.
+// when src is also a Controller and controlToken is set; a request neither
+// from root on this host nor with `Authorization: Bearer controlToken` gets
+// 401.
 func Handler(src StatusSource, controlToken string) *http.ServeMux {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -106,9 +110,9 @@ func control(token string, do func(context.Context, string) (supervisor.Collecto
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if !authorized(r.Header.Get("Authorization"), token) {
+		if !authorized(r.Header.Get("Authorization"), token) && !fromRoot(r) {
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = enc.Encode(ErrorBody{Error: "operator token missing or wrong (fieldgate reads it from " + TokenFile + " in the supervisor's state dir; run as root)"})
+			_ = enc.Encode(ErrorBody{Error: "not allowed: run as root on the gateway, or give the operator token (" + TokenFile + " in the supervisor's state dir)"})
 			return
 		}
 		st, err := do(r.Context(), r.PathValue("name"))
@@ -126,6 +130,25 @@ func control(token string, do func(context.Context, string) (supervisor.Collecto
 		}
 		_ = enc.Encode(st)
 	}
+}
+
+// fromRoot reports whether the request comes over loopback from a socket
+// that root opened (peerUID).
+func fromRoot(r *http.Request) bool {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	local, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return false
+	}
+	uid, ok := peerUID(remote, local)
+	return ok && uid == 0
 }
 
 // Listen binds the address; Run calls it if it was not called before.
