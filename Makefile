@@ -26,6 +26,8 @@ FUZZ_TARGETS := \
 	./devices/devsim:FuzzPDU \
 	./devices/devsim:FuzzRTUStream \
 	./gateway/config:FuzzParse \
+	./gateway/update:FuzzParseManifest \
+	./gateway/update:FuzzBundleArchive \
 	./collectors/opcua:FuzzParse \
 	./collectors/opcua:FuzzValue
 
@@ -60,8 +62,8 @@ bench: setup ## run every benchmark (about 20 minutes) and write the report benc
 demo: setup build images ## the one-command demo: simulated devices, local broker, local containerd
 	@scripts/demo.sh
 
-firmware: images build ## the flashable gateway bundle into dist/
-	@firmware/build-bundle.sh $(VERSION)
+firmware: images build ## signed gateway bundles (amd64, arm64, armv7) into dist/; FIRMWARE_KEY=release.key signs (else a throw-away dev key)
+	@FIRMWARE_KEY='$(FIRMWARE_KEY)' firmware/build-bundle.sh $(VERSION)
 
 proto: ## regenerate the Sparkplug B Go code from its .proto (protoc: Debian protobuf-compiler; protoc-gen-go: the go.mod tool)
 	@command -v protoc >/dev/null || { echo "proto: protoc not found (apt-get install protobuf-compiler)" >&2; exit 1; }

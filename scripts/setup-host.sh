@@ -3,6 +3,7 @@
 # tests, demo and benchmarks need: the real peers (mosquitto, socat, pymodbus,
 # containerd + runc, node for node-opcua), tmux for the live view's terminal
 # test, mbpoll for manual checks, protoc (protobuf-compiler) for `make proto`,
+# minisign for the firmware signature interop tests,
 # and Debian's Docker engine and docker-compose for the lab-bench test
 # (compose/benchtest runs its own private dockerd; the system one is not
 # started).
@@ -13,7 +14,7 @@ need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-for pkg in mosquitto mosquitto-clients socat python3-pymodbus python3-serial-asyncio mbpoll containerd runc nodejs npm protobuf-compiler docker.io docker-compose; do
+for pkg in mosquitto mosquitto-clients socat python3-pymodbus python3-serial-asyncio mbpoll containerd runc minisign nodejs npm protobuf-compiler docker.io docker-compose; do
   case "$pkg" in
     nodejs) have_cmd node && continue ;;
     npm) have_cmd npm && continue ;;

@@ -64,11 +64,18 @@ var (
 		PollInterval: configfile.Duration(5 * time.Second),
 		Restart:      RestartAlways,
 	}
+	DefaultUpdate = Update{
+		ConfirmWithin: configfile.Duration(10 * time.Minute),
+		HealthyFor:    configfile.Duration(2 * time.Minute),
+		KeysDir:       "/etc/fieldgate/keys",
+		BootAttempts:  3,
+	}
 	DefaultConfig = Config{
 		Version: Version,
 		Gateway: DefaultGateway,
 		Runtime: DefaultRuntime,
 		MQTT:    DefaultMQTT,
+		Update:  DefaultUpdate,
 	}
 )
 
@@ -79,6 +86,7 @@ type Config struct {
 	Runtime    Runtime     `yaml:"runtime"`
 	MQTT       MQTT        `yaml:"mqtt"`
 	Collectors []Collector `yaml:"collectors"`
+	Update     Update      `yaml:"update"`
 
 	// Path is the file the config was loaded from.
 	Path string `yaml:"-"`

@@ -135,6 +135,7 @@ func (v *validator) validate() {
 		v.add(d.pos("runtime", "images_dir"), "runtime.images_dir %q must be an absolute path", c.Runtime.ImagesDir)
 	}
 	v.validateMQTT()
+	validateUpdate(&c.Update, d, v.add)
 
 	names := map[string]int{}          // name -> line
 	claims := map[string]claimSource{} // host device -> first claimant

@@ -43,7 +43,13 @@ type Option func(*options)
 type options struct {
 	stopTimeout time.Duration
 	runtimeOpts []fgruntime.Option
+	imagesDir   *string
 }
+
+// WithImagesDir sets the directory whose archives Open imports (default
+// runtime.images_dir); "" imports none — an installed firmware slot imports
+// the images its manifest pins itself (fieldgate/gateway/update).
+func WithImagesDir(dir string) Option { return func(o *options) { o.imagesDir = &dir } }
 
 // WithStopTimeout sets the SIGTERM-to-SIGKILL deadline (default
 // DefaultStopTimeout).
@@ -79,7 +85,14 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 		return nil, err
 	}
 	c := &Runtime{rt: rt, log: log, stopTimeout: o.stopTimeout}
-	results, err := rt.ImportDir(ctx, cfg.Runtime.ImagesDir)
+	dir := cfg.Runtime.ImagesDir
+	if o.imagesDir != nil {
+		dir = *o.imagesDir
+	}
+	if dir == "" {
+		return c, nil
+	}
+	results, err := rt.ImportDir(ctx, dir)
 	for _, r := range results {
 		for _, img := range r.Images {
 			log.Info("image available", "archive", r.Archive, "image", img.Name, "digest", img.Digest, "skipped", r.Skipped)
@@ -87,7 +100,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...Opt
 		}
 	}
 	if err != nil {
-		log.Error("image import incomplete", "images_dir", cfg.Runtime.ImagesDir, "err", err)
+		log.Error("image import incomplete", "images_dir", dir, "err", err)
 	}
 	return c, nil
 }

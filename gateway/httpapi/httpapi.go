@@ -1,7 +1,9 @@
 // Package httpapi serves the supervisor's HTTP endpoints on gateway.listen:
 // /healthz, /status (JSON), /metrics (Prometheus), and the operator's
 // POST /collectors/NAME/stop and /start (`fieldgate stop|start NAME`), which
-// need the operator token (TokenFile) as `Authorization: Bearer TOKEN`.
+// answer only root on the gateway (by the uid owning the client's loopback
+// socket) or a client with the operator token (TokenFile) as
+// `Authorization: Bearer TOKEN`: collectors share the host network.
 package httpapi
 
 import (
@@ -12,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,8 +73,9 @@ func New(addr string, src StatusSource, log *slog.Logger, controlToken string) (
 }
 
 // Handler returns the endpoints' handler. The operator's endpoints exist
-// when src is also a Controller and controlToken is set; a request without
-// `Authorization: Bearer controlToken` gets 401.
+// when src is also a Controller and controlToken is set; a request neither
+// from root on this host nor with `Authorization: Bearer controlToken` gets
+// 401.
 func Handler(src StatusSource, controlToken string) *http.ServeMux {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -106,9 +110,9 @@ func control(token string, do func(context.Context, string) (supervisor.Collecto
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if !authorized(r.Header.Get("Authorization"), token) {
+		if !authorized(r.Header.Get("Authorization"), token) && !fromRoot(r) {
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = enc.Encode(ErrorBody{Error: "operator token missing or wrong (fieldgate reads it from " + TokenFile + " in the supervisor's state dir; run as root)"})
+			_ = enc.Encode(ErrorBody{Error: "not allowed: run as root on the gateway, or give the operator token (" + TokenFile + " in the supervisor's state dir)"})
 			return
 		}
 		st, err := do(r.Context(), r.PathValue("name"))
@@ -126,6 +130,25 @@ func control(token string, do func(context.Context, string) (supervisor.Collecto
 		}
 		_ = enc.Encode(st)
 	}
+}
+
+// fromRoot reports whether the request comes over loopback from a socket
+// that root opened (peerUID).
+func fromRoot(r *http.Request) bool {
+	remote, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	local, err := netip.ParseAddrPort(la.String())
+	if err != nil {
+		return false
+	}
+	uid, ok := peerUID(remote, local)
+	return ok && uid == 0
 }
 
 // Listen binds the address; Run calls it if it was not called before.
@@ -218,6 +241,16 @@ var (
 		"Poll slots that got no cycle because a cycle overran past them.", []string{"collector"}, nil)
 	descPollLateP99 = prometheus.NewDesc("fieldgate_collector_poll_late_p99_seconds",
 		"99th percentile of how late poll cycles started against their schedule, since the collector started.", []string{"collector"}, nil)
+	descUpdateState = prometheus.NewDesc("fieldgate_update_state",
+		"1 for the firmware update state (trial, committed, rolled_back).", []string{"state"}, nil)
+	descUpdateInfo = prometheus.NewDesc("fieldgate_update_info",
+		"Firmware versions in the active (current) and the other (previous) slot.", []string{"current", "previous"}, nil)
+	descUpdateBoots = prometheus.NewDesc("fieldgate_update_trial_boots",
+		"Starts of the version on trial so far (the boot counter).", nil, nil)
+	descUpdateMaxBoots = prometheus.NewDesc("fieldgate_update_trial_max_boots",
+		"Starts the version on trial gets before it is rolled back.", nil, nil)
+	descUpdateLast = prometheus.NewDesc("fieldgate_update_last_result_timestamp_seconds",
+		"Unix time of the last installation's outcome, by result (committed, rolled_back) and version.", []string{"result", "version"}, nil)
 )
 
 // collectorReport is what /metrics takes from a collector's own report
@@ -243,13 +276,16 @@ type collectorReport struct {
 	} `json:"queue"`
 }
 
+var updateStates = []string{supervisor.UpdateTrial, supervisor.UpdateCommitted, supervisor.UpdateRolledBack}
+
 var allStates = []string{supervisor.StateStarting, supervisor.StateRunning, supervisor.StateBackoff,
 	supervisor.StateCrashLoop, supervisor.StateExited, supervisor.StateStopped, supervisor.StateError}
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descRestarts, descDigest, descState, descLastExit, descStarted, descReloads, descInfo,
 		descQueuePending, descQueueBytes, descQueueDropped, descQueueRejected, descQueueCorrupt, descQueueAppendFailed,
-		descDegraded, descResumedLost, descPollOverruns, descPollSkipped, descPollLateP99} {
+		descDegraded, descResumedLost, descPollOverruns, descPollSkipped, descPollLateP99,
+		descUpdateState, descUpdateInfo, descUpdateBoots, descUpdateMaxBoots, descUpdateLast} {
 		ch <- d
 	}
 }
@@ -259,6 +295,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, st.Version, st.GatewayID)
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "ok")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "error")
+	collectUpdate(ch, st.Update)
 	for _, c := range st.Collectors {
 		up := 0.0
 		if c.State == supervisor.StateRunning {
@@ -317,5 +354,35 @@ func collectReport(ch chan<- prometheus.Metric, c supervisor.CollectorStatus) {
 		ch <- prometheus.MustNewConstMetric(descQueueRejected, prometheus.CounterValue, float64(q.Rejected), c.Name)
 		ch <- prometheus.MustNewConstMetric(descQueueCorrupt, prometheus.CounterValue, float64(q.Corrupt), c.Name)
 		ch <- prometheus.MustNewConstMetric(descQueueAppendFailed, prometheus.CounterValue, float64(q.AppendFailed), c.Name)
+	}
+}
+
+// collectUpdate exports the firmware update state, when a firmware is
+// installed.
+func collectUpdate(ch chan<- prometheus.Metric, u *supervisor.UpdateStatus) {
+	if u == nil {
+		return
+	}
+	for _, s := range updateStates {
+		v := 0.0
+		if u.State == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descUpdateState, prometheus.GaugeValue, v, s)
+	}
+	current, previous := "", ""
+	if u.Current != nil {
+		current = u.Current.Version
+	}
+	if u.Previous != nil {
+		previous = u.Previous.Version
+	}
+	ch <- prometheus.MustNewConstMetric(descUpdateInfo, prometheus.GaugeValue, 1, current, previous)
+	if u.Trial != nil {
+		ch <- prometheus.MustNewConstMetric(descUpdateBoots, prometheus.GaugeValue, float64(u.Trial.Boots))
+		ch <- prometheus.MustNewConstMetric(descUpdateMaxBoots, prometheus.GaugeValue, float64(u.Trial.MaxBoots))
+	}
+	if l := u.Last; l != nil {
+		ch <- prometheus.MustNewConstMetric(descUpdateLast, prometheus.GaugeValue, float64(l.At.UnixNano())/1e9, l.Result, l.Version)
 	}
 }

@@ -8,13 +8,17 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"fieldgate/gateway/supervisor"
+	"fieldgate/internal/testpeer"
 )
 
 type fakeSource struct{ st supervisor.Status }
@@ -269,10 +273,94 @@ func TestControlNeedsToken(t *testing.T) {
 	if rec.Code != http.StatusNotFound || len(fc.calls) != 0 {
 		t.Errorf("without a token: %d, calls %v; want 404 and none", rec.Code, fc.calls)
 	}
-	srv := httptest.NewServer(h)
+}
+
+// TestControlPeerUID: over loopback, the uid owning the client's socket
+// decides without a token — root is let in, any other uid (a collector's) is
+// refused, also with a wrong token.
+func TestControlPeerUID(t *testing.T) {
+	if os.Getuid() != 0 {
+		testpeer.Require(t, "root")
+	}
+	fc := &fakeController{fakeSource: fakeSource{testStatus()}}
+	srv := httptest.NewServer(Handler(fc, testToken))
 	defer srv.Close()
-	if _, err := Control(context.Background(), strings.TrimPrefix(srv.URL, "http://"), "wrong", "stop", "modbus-line3"); err == nil || !strings.Contains(err.Error(), "operator token") {
-		t.Errorf("Control with a wrong token: %v", err)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if _, err := Control(context.Background(), addr, "", "stop", "modbus-line3"); err != nil {
+		t.Errorf("root without a token: %v", err)
+	}
+	// The test binary's own directory is root's alone: run a copy.
+	dir, err := os.MkdirTemp("", "httpapi-peer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exe := filepath.Join(dir, "client")
+	if b, err := os.ReadFile(os.Args[0]); err != nil || os.WriteFile(exe, b, 0o755) != nil || os.Chmod(dir, 0o755) != nil {
+		t.Fatalf("copy the test binary: %v", err)
+	}
+	for _, uid := range []int{65534, 524288 + 42} {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "HTTPAPI_HELPER_ADDR="+addr)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "not allowed") {
+			t.Errorf("uid %d: err %v, output %s; want refused", uid, err, out)
+		}
+	}
+	if len(fc.calls) != 1 {
+		t.Errorf("calls %v, want only root's", fc.calls)
+	}
+}
+
+// TestMain also serves as TestControlPeerUID's client, run as another uid:
+// with HTTPAPI_HELPER_ADDR set it asks for a stop and exits 1 with the
+// error when refused.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("HTTPAPI_HELPER_ADDR"); addr != "" {
+		if _, err := Control(context.Background(), addr, "wrong", "stop", "modbus-line3"); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestProcAddrForms(t *testing.T) {
+	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:ABEF 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1494436 2
+   1: 0100007F:D431 0100007F:244D 01 00000000:00000000 00:00000000 00000000 524330        0 1494410 1
+   2: 0000000000000000FFFF00000100007F:D432 0000000000000000FFFF00000100007F:244D 01 00000000:00000000 00:00000000 00000000  1000 0 1 1
+   3: 00000000000000000000000001000000:D433 00000000000000000000000001000000:244D 01 00000000:00000000 00:00000000 00000000  0 0 1 1
+`
+	server := netip.MustParseAddrPort("127.0.0.1:9293")
+	for _, tt := range []struct {
+		remote string
+		local  netip.AddrPort
+		uid    uint32
+		ok     bool
+	}{
+		{"127.0.0.1:54321", server, 524330, true},
+		{"[::ffff:127.0.0.1]:54322", netip.MustParseAddrPort("[::ffff:127.0.0.1]:9293"), 1000, true},
+		{"[::1]:54323", netip.MustParseAddrPort("[::1]:9293"), 0, true},
+		{"127.0.0.1:1", server, 0, false},
+	} {
+		want := map[string]bool{}
+		for _, f := range procAddrForms(netip.MustParseAddrPort(tt.remote)) {
+			for _, g := range procAddrForms(tt.local) {
+				if len(f) == len(g) {
+					want[f+" "+g] = true
+				}
+			}
+		}
+		uid, ok := findSocketUID(strings.NewReader(table), want)
+		if uid != tt.uid || ok != tt.ok {
+			t.Errorf("%s: uid %d ok %v, want %d %v", tt.remote, uid, ok, tt.uid, tt.ok)
+		}
+	}
+	if _, ok := peerUID(netip.MustParseAddrPort("192.0.2.1:5"), server); ok {
+		t.Error("peerUID of a remote host: ok")
 	}
 }
 

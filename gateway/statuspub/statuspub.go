@@ -59,6 +59,9 @@ type Payload struct {
 	TS         int64                       `json:"ts,omitempty"`
 	Version    string                      `json:"version"`
 	Collectors map[string]CollectorPayload `json:"collectors,omitempty"`
+	// Update is the firmware update state (state, current and previous
+	// versions, trial, last result); absent when no firmware is installed.
+	Update *supervisor.UpdateStatus `json:"update,omitempty"`
 }
 
 // CollectorPayload is one collector in the gateway status.
@@ -145,6 +148,10 @@ func New(cfg Config, src Source, log *slog.Logger) (*Publisher, error) {
 	return p, nil
 }
 
+// Connected reports whether the gateway's MQTT connection is up now (a
+// firmware update on trial needs it to commit).
+func (p *Publisher) Connected() bool { return p.client.IsConnectionOpen() }
+
 // Topic is the status topic, {prefix}/{gateway}/status.
 func (p *Publisher) Topic() string { return p.topic }
 
@@ -168,6 +175,7 @@ func (p *Publisher) payload(state string, ts time.Time) []byte {
 			pl.Collectors[c.Name] = CollectorPayload{State: c.State, Restarts: c.Restarts, ImageDigest: c.ImageDigest,
 				ConfiguredDigest: c.ConfiguredDigest, DigestMatches: c.DigestMatches}
 		}
+		pl.Update = st.Update
 	}
 	b, _ := json.Marshal(pl)
 	return b

@@ -145,6 +145,9 @@ type Status struct {
 	LastReloadError string            `json:"last_reload_error"`
 	ReloadsOK       int               `json:"reloads_ok"`
 	ReloadsFailed   int               `json:"reloads_failed"`
+	// Update is the firmware update state (WithUpdateStatus); nil when no
+	// firmware slot is installed.
+	Update *UpdateStatus `json:"update,omitempty"`
 }
 
 // Option configures a Supervisor.
@@ -167,6 +170,7 @@ type options struct {
 	startTimeout   time.Duration
 	stateDir       string
 	prune          PruneFunc
+	updateStatus   func() *UpdateStatus
 }
 
 // WithLogger sets the logger (default: discard).
@@ -413,6 +417,9 @@ func (s *Supervisor) Status() Status {
 	reports := s.reports.readAll(dirs)
 	for i := range st.Collectors {
 		st.Collectors[i].Report = reports[st.Collectors[i].Name]
+	}
+	if s.opts.updateStatus != nil {
+		st.Update = s.opts.updateStatus()
 	}
 	return st
 }

@@ -6,91 +6,52 @@
 package fieldgatetest
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	goruntime "runtime"
-	"sync"
 	"testing"
 
 	"fieldgate/firmware/ociimage"
+	"fieldgate/internal/testpeer"
 )
 
-var builds struct {
-	sync.Mutex
-	dir string
-	out map[string]string // key -> binary
-	err map[string]error
-}
-
-// build runs `go build` of pkg once per test binary and key (flags differ
-// per key) and returns the binary's path. Binaries are static
-// (CGO_ENABLED=0): they run on the images' empty base.
-func build(t testing.TB, key, pkg string, ldflags string) string {
+// build runs `go build` of pkg with ldflags once per test binary
+// (testpeer.GoBuildFlags: static, CGO_ENABLED=0, so the binaries run on the
+// images' empty base) and returns the binary's path.
+func build(t testing.TB, pkg, ldflags string) string {
 	t.Helper()
-	builds.Lock()
-	defer builds.Unlock()
-	if builds.out == nil {
-		builds.out, builds.err = map[string]string{}, map[string]error{}
-	}
-	if out, ok := builds.out[key]; ok {
-		return out
-	}
-	if err, ok := builds.err[key]; ok {
-		t.Fatal(err)
-	}
-	if builds.dir == "" {
-		dir, err := os.MkdirTemp("", "fg-test-bin-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		builds.dir = dir
-	}
-	out := filepath.Join(builds.dir, key)
-	args := []string{"build", "-o", out}
-	if ldflags != "" {
-		args = append(args, "-ldflags", ldflags)
-	}
-	cmd := exec.Command("go", append(args, pkg)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		builds.err[key] = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-		t.Fatal(builds.err[key])
-	}
-	builds.out[key] = out
-	return out
+	return testpeer.GoBuildFlags(t, pkg, ldflags)
 }
 
 // Cleanup removes the binaries built by this test binary; call it from
 // TestMain after m.Run.
-func Cleanup() {
-	builds.Lock()
-	defer builds.Unlock()
-	if builds.dir != "" {
-		os.RemoveAll(builds.dir)
-		builds.dir, builds.out, builds.err = "", nil, nil
-	}
-}
+func Cleanup() { testpeer.CleanBuilds() }
 
 // Fieldgate builds the fieldgate command.
-func Fieldgate(t testing.TB) string {
-	return build(t, "fieldgate", "fieldgate/gateway/cmd/fieldgate", "")
+func Fieldgate(t testing.TB) string { return FieldgateVersion(t, "") }
+
+// FieldgateVersion builds the fieldgate command reporting version ("" keeps
+// the default): the firmware update tests need several.
+func FieldgateVersion(t testing.TB, version string) string {
+	return build(t, "fieldgate/gateway/cmd/fieldgate", versionFlags(version))
 }
 
 // Sleeper builds the stand-in collector (internal/fieldgatetest/sleeper).
 func Sleeper(t testing.TB) string {
-	return build(t, "sleeper", "fieldgate/internal/fieldgatetest/sleeper", "")
+	return build(t, "fieldgate/internal/fieldgatetest/sleeper", "")
 }
 
 // Collector builds a collector command (modbus-collector, opcua-collector)
 // reporting version in its status ("" keeps the default).
 func Collector(t testing.TB, name, version string) string {
-	ld := ""
-	if version != "" {
-		ld = "-X main.version=" + version
+	return build(t, "fieldgate/collectors/cmd/"+name, versionFlags(version))
+}
+
+func versionFlags(version string) string {
+	if version == "" {
+		return ""
 	}
-	return build(t, name+"-"+version, "fieldgate/collectors/cmd/"+name, ld)
+	return "-X main.version=" + version
 }
 
 // ImageArchive packs binary into an OCI archive of name with tags (the

@@ -21,11 +21,17 @@ var (
 // GoBuild builds the command package pkg (e.g.
 // "fieldgate/collectors/cmd/modbus-collector") once per test binary and
 // returns the executable's path. The directory is removed by CleanBuilds.
-func GoBuild(t testing.TB, pkg string) string {
+func GoBuild(t testing.TB, pkg string) string { return GoBuildFlags(t, pkg, "") }
+
+// GoBuildFlags is GoBuild with -ldflags (e.g. "-X main.version=2"): each
+// package and flags pair is built once. Binaries are static
+// (CGO_ENABLED=0), so they also run on an image's empty base.
+func GoBuildFlags(t testing.TB, pkg, ldflags string) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if bin, ok := built[pkg]; ok {
+	key := pkg + " " + ldflags
+	if bin, ok := built[key]; ok {
 		return bin
 	}
 	if builtDir == "" {
@@ -35,12 +41,18 @@ func GoBuild(t testing.TB, pkg string) string {
 		}
 		builtDir = d
 	}
-	bin := filepath.Join(builtDir, filepath.Base(pkg))
-	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	bin := filepath.Join(builtDir, fmt.Sprint(len(built)), filepath.Base(pkg))
+	args := []string{"build", "-o", bin}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
-	built[pkg] = bin
+	built[key] = bin
 	return bin
 }
 

@@ -37,11 +37,12 @@ var requirements = map[string][]string{
 	"containerd": {"containerd", "runc"},
 	"mbpoll":     {"mbpoll"},
 	"tmux":       {"tmux"},
+	"minisign":   {"minisign"},
 }
 
 // Require skips the test when a peer is not available on this machine, or
 // fails it when FIELDGATE_REQUIRE_ALL=1. Names: mosquitto, socat, pymodbus,
-// node, containerd, mbpoll, tmux, root.
+// node, containerd, mbpoll, tmux, minisign, root.
 func Require(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {

@@ -26,6 +26,8 @@ import (
 	"fieldgate/gateway/httpapi"
 	"fieldgate/gateway/statuspub"
 	"fieldgate/gateway/supervisor"
+	"fieldgate/gateway/update"
+	fgruntime "fieldgate/runtime"
 )
 
 // defaultConfigPath is where the firmware installs gateway.yaml.
@@ -120,25 +122,48 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, err := loadConfig(*path, stderr, 2)
 	debug.SetGCPercent(gc)
 	if err != nil {
-		return err
+		return rollBackRejectedConfig(*path, err, log)
 	}
 	log.Info("fieldgate starting", "version", version, "config", *path, "gateway", cfg.Gateway.ID, "collectors", len(cfg.Collectors))
 
-	rt, err := containers.Open(ctx, cfg, log)
+	// The firmware slot (if one is installed) decides which images are
+	// imported, and the committed version's binary is the collectors' log
+	// driver.
+	store := update.NewStore(cfg.Gateway.DataDir)
+	slot := activeSlot(store, log)
+	var copts []containers.Option
+	if slot != "" {
+		copts = append(copts, containers.WithImagesDir(""),
+			containers.WithRuntimeOptions(fgruntime.WithLogDriver(store.CommittedBinary())))
+	}
+	rt, err := containers.Open(ctx, cfg, log, copts...)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
+	images := slotImages{rt.Runtime()}
+	if slot != "" {
+		importPinned(ctx, images, cfg, store, slot, log)
+	}
 	// Parsing a large config (the node trees of every protocol section) and
 	// importing the images leave tens of MB of garbage: give it back to the
 	// system now rather than at the scavenger's pace, so the supervisor's
 	// RSS is its working set from the start.
 	debug.FreeOSMemory()
-	sup, err := supervisor.New(cfg, rt,
+	var mon *update.Monitor // set before anything asks for the status
+	supOpts := []supervisor.Option{
 		supervisor.WithLogger(log),
 		supervisor.WithStopCollectors(*stopCollectors),
 		supervisor.WithVersion(version),
-		supervisor.WithPrune(rt.Prune))
+		supervisor.WithUpdateStatus(func() *supervisor.UpdateStatus { return mon.Status() }),
+	}
+	if slot == "" {
+		// Without a firmware slot old images go once the collectors run
+		// their new digests; with one, only after an update's commit (the
+		// update monitor prunes then, keeping both slots' images).
+		supOpts = append(supOpts, supervisor.WithPrune(rt.Prune))
+	}
+	sup, err := supervisor.New(cfg, rt, supOpts...)
 	if err != nil {
 		return err
 	}
@@ -167,11 +192,20 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	mon, err = update.NewMonitor(store, slot, cfg.Update.ConfirmWithin.D(), cfg.Update.HealthyFor.D(), sup, pub,
+		update.WithImagePruner(images),
+		update.WithReady(sup.Ready()),
+		update.WithMonitorLogger(log),
+		update.WithOnChange(sup.NotifyChanged))
+	if err != nil {
+		return err
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sup.Run(gctx) })
 	g.Go(func() error { return api.Run(gctx) })
 	g.Go(func() error { return pub.Run(gctx) })
+	g.Go(func() error { return mon.Run(gctx) })
 	g.Go(func() error {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
@@ -201,6 +235,12 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	_ = sdNotify("STOPPING=1")
 	log.Info("fieldgate stopping", "stop_collectors", *stopCollectors)
 	err = g.Wait()
+	if errors.Is(err, update.ErrSlotChanged) {
+		// The collectors run on; the service manager starts the active
+		// slot's binary, which adopts them.
+		log.Info("fieldgate stopped to restart on the active firmware slot", "why", err)
+		return nil
+	}
 	log.Info("fieldgate stopped")
 	return err
 }

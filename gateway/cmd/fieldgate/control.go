@@ -34,12 +34,16 @@ func cmdControl(ctx context.Context, op string, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	if *tokenFile == "" {
+	// Root on the gateway needs no token (the supervisor knows the uid of a
+	// loopback client); the token lets a supervisor elsewhere, or a
+	// non-root operator with access to the file, be asked too.
+	explicit := *tokenFile != ""
+	if !explicit {
 		*tokenFile = filepath.Join(dataDir(*path), supervisor.StateDirName, httpapi.TokenFile)
 	}
 	token, err := httpapi.ReadToken(*tokenFile)
-	if err != nil {
-		return fmt.Errorf("%s %q: %w (the supervisor writes it at start; run as root, or give --token-file)", op, name, err)
+	if err != nil && explicit {
+		return fmt.Errorf("%s %q: %w", op, name, err)
 	}
 	st, err := control(ctx, target, token, op, name)
 	if err != nil {

@@ -10,6 +10,9 @@
 //	fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
 //	fieldgate devices [--config FILE] [--json]
 //	fieldgate profiles [show NAME]
+//	fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
+//	fieldgate update --status | --boot [--config FILE]
+//	fieldgate bundle keygen|manifest|sign|verify …
 //	fieldgate version
 //
 // Exit codes: 0 success, 1 failure (validate: problems found), 2 usage error
@@ -57,6 +60,9 @@ const usage = `usage:
   fieldgate watch [--config FILE] [--broker URL] [--prefix P] [--gateway ID] [--addr HOST:PORT] [--stale D] [--once D]
   fieldgate devices [--config FILE] [--json]
   fieldgate profiles [show NAME]
+  fieldgate update [--config FILE] [--allow-downgrade] [--wait] BUNDLE
+  fieldgate update --status [--json] | --boot [--config FILE]
+  fieldgate bundle keygen|manifest|sign|verify …
   fieldgate version
 `
 
@@ -111,6 +117,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDevices(rest, stdout, stderr)
 	case "profiles":
 		return cmdProfiles(rest, stdout, stderr)
+	case "update":
+		return cmdUpdate(ctx, rest, stdout, stderr)
+	case "bundle":
+		return cmdBundle(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version)
 		return nil
@@ -119,5 +129,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, watch, devices, profiles, version)", cmd)
+	return usageError("unknown command %q (valid: run, validate, status, logs, stop, start, watch, devices, profiles, update, bundle, version)", cmd)
 }
