@@ -667,8 +667,11 @@ func TestPhaseOffset(t *testing.T) {
 		// 50 links at 100 ms: 5 phases of 10.
 		{9, 50, 100 * time.Millisecond, 0}, {10, 50, 100 * time.Millisecond, 20 * time.Millisecond},
 		{49, 50, 100 * time.Millisecond, 80 * time.Millisecond},
-		// 1,000 links at 1 s: 50 phases of 20.
-		{19, 1000, time.Second, 0}, {20, 1000, time.Second, 20 * time.Millisecond}, {999, 1000, time.Second, 980 * time.Millisecond},
+		// 1,000 links at 1 s: 10 phases of 100 (not 50 of 20: at most
+		// maxPhases an interval).
+		{99, 1000, time.Second, 0}, {100, 1000, time.Second, 100 * time.Millisecond}, {999, 1000, time.Second, 900 * time.Millisecond},
+		// 20 links at 1 s: 10 phases of 2.
+		{1, 20, time.Second, 0}, {2, 20, time.Second, 100 * time.Millisecond},
 		// Fewer links than phases: one link a phase.
 		{2, 3, time.Second, 666666666},
 	} {

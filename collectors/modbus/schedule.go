@@ -8,8 +8,8 @@ import (
 
 // Scheduling. Every link (bus) polls on a fixed grid, start + offset +
 // k×interval. The links are spread over the interval in phases at least
-// phaseSpacing apart (never more phases than links); the links of a phase,
-// consecutive in config order, start together. Spreading keeps a thousand
+// phaseSpacing apart, at most maxPhases of them (never more phases than
+// links); the links of a phase, consecutive in config order, start together. Spreading keeps a thousand
 // PLCs from all answering, being encoded and reaching the broker in the
 // same millisecond: the last batch of such a burst waits for all the
 // others (from ts to a subscriber, p99 25–45 ms for 50 PLCs at once, 5–7 ms
@@ -31,9 +31,18 @@ import (
 // up for a new group of links at most 50 times a second.
 const phaseSpacing = 20 * time.Millisecond
 
+// maxPhases bounds the phases of one interval. Past it, links join
+// larger phases rather than waking the process more often: 1,000 PLCs at
+// 1 s cost 12.8 % of a core in 50 phases of 20, 10.4 % in 20 and 9.6 % in
+// 10, for a latency from ts to subscriber of p99 4.3, 8.3 and 15 ms
+// (bench.BenchmarkModbusTCP1000x100, one quiet run each); 5,000 PLCs at 1 s
+// 44 → 39 %, p99 14 → 49 ms. Shorter intervals are bounded by
+// phaseSpacing first (50 PLCs at 100 ms: 5 phases of 10, unchanged).
+const maxPhases = 10
+
 // phaseOffset is link i of n's start after the first link's.
 func phaseOffset(i, n int, interval time.Duration) time.Duration {
-	phases := min(n, int(interval/phaseSpacing))
+	phases := min(n, int(interval/phaseSpacing), maxPhases)
 	if phases <= 1 {
 		return 0
 	}
