@@ -107,6 +107,7 @@ func WithMaxItemsPerSubscription(n int) Option { return func(o *options) { o.max
 type tag struct {
 	handle   uint32 // client handle of its monitored item: index+1
 	device   string
+	dev      int // index of device in Engine.devices (and of its slot in a cycle)
 	name     string
 	unit     string
 	id       *ua.NodeID
@@ -195,6 +196,7 @@ func newEngine(cfg Config, sink Sink, o options) (*Engine, error) {
 	if f := rbe.New(cfg.rules(), rbe.WithTolerance(tolerance)); f.Active() {
 		e.filter = f
 	}
+	devIndex := map[string]int{}
 	for i, n := range cfg.Nodes {
 		nid, _ := ua.ParseNodeID(n.NodeID) // validated above
 		t := &tag{handle: uint32(i + 1), device: n.Device, name: n.Name, unit: n.Unit, id: nid,
@@ -204,9 +206,13 @@ func newEngine(cfg Config, sink Sink, o options) (*Engine, error) {
 			t.sampling = o.poll
 		}
 		e.tags = append(e.tags, t)
-		if _, ok := e.byDev[t.device]; !ok {
+		dev, ok := devIndex[t.device]
+		if !ok {
+			dev = len(e.devices)
+			devIndex[t.device] = dev
 			e.devices = append(e.devices, t.device)
 		}
+		t.dev = dev
 		e.byDev[t.device] = append(e.byDev[t.device], t)
 	}
 
@@ -563,11 +569,21 @@ func asStatus(err error, s *ua.StatusCode) bool {
 	return err != nil && errors.As(err, s)
 }
 
+// cycle holds the readings of one publishing or poll cycle by device:
+// entry i is the device Engine.devices[i] (tag.dev). Indexing by position
+// rather than by name keeps two string-keyed map operations per
+// notification off the subscribe path (about a tenth of the engine's CPU
+// with 50,000 items).
+type cycle [][]reading.Reading
+
+// newCycle is an empty cycle for every device.
+func (e *Engine) newCycle() cycle { return make(cycle, len(e.devices)) }
+
 // flush publishes the readings gathered per device as one batch per device,
 // in configuration order.
-func (e *Engine) flush(ctx context.Context, ts time.Time, got map[string][]reading.Reading) {
-	for _, d := range e.devices {
-		rs := got[d]
+func (e *Engine) flush(ctx context.Context, ts time.Time, got cycle) {
+	for i, d := range e.devices {
+		rs := got[i]
 		if len(rs) == 0 {
 			continue
 		}

@@ -37,7 +37,7 @@ func (e *Engine) runPoll(ctx context.Context, c *opcua.Client, lim limits) error
 
 func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.ReadValueID, perRead int, timeout time.Duration) error {
 	now := time.Now()
-	got := map[string][]reading.Reading{}
+	got := e.newCycle()
 	for start := 0; start < len(nodes); start += perRead {
 		end := min(start+perRead, len(nodes))
 		rctx, cancel := context.WithTimeout(ctx, timeout)
@@ -58,20 +58,20 @@ func (e *Engine) pollOnce(ctx context.Context, c *opcua.Client, nodes []*ua.Read
 			return fmt.Errorf("read: %w", err)
 		case err != nil:
 			for _, t := range e.tags[start:end] {
-				got[t.device] = append(got[t.device], reading.Reading{Tag: t.name, Unit: t.unit,
+				got[t.dev] = append(got[t.dev], reading.Reading{Tag: t.name, Unit: t.unit,
 					Quality: reading.Bad, Error: statusName(st), TS: now})
 			}
 			continue
 		}
 		for i, dv := range res.Results {
 			t := e.tags[start+i]
-			got[t.device] = append(got[t.device], makeReading(t, dv, now, e.lim))
+			got[t.dev] = append(got[t.dev], makeReading(t, dv, now, e.lim))
 		}
 	}
 	e.flush(ctx, now, got)
-	for _, d := range e.devices {
+	for i, d := range e.devices {
 		status := "ok"
-		rs := got[d]
+		rs := got[i]
 		if len(rs) > 0 {
 			status = "error: " + rs[0].Error
 			for _, r := range rs {

@@ -45,7 +45,7 @@ type subscription struct {
 	failed  []*tag          // items the server rejected, retried every itemRetry
 
 	lastSeen time.Time
-	got      map[string][]reading.Reading // readings of the cycle being received
+	got      cycle // readings of the cycle being received
 }
 
 // groups splits the tags into subscription groups of whole devices, at most
@@ -69,7 +69,7 @@ func groups(devices []string, byDev map[string][]*tag, max int) [][]*tag {
 
 func (e *Engine) runSubscribe(ctx context.Context, c *opcua.Client, lim limits) error {
 	s := &subSession{e: e, c: c, subs: map[uint32]*subscription{}}
-	bad := map[string][]reading.Reading{}
+	bad := e.newCycle()
 	for _, g := range groups(e.devices, e.byDev, e.opt.maxPerSub) {
 		sub, err := s.subscribe(ctx)
 		if err != nil {
@@ -128,7 +128,7 @@ func (s *subSession) subscribe(ctx context.Context) (*subscription, error) {
 		// slack for a loaded server and network.
 		silence:  time.Duration(ka+1)*revPub + max(revPub, 5*time.Second),
 		active:   map[uint32]*tag{},
-		got:      map[string][]reading.Reading{},
+		got:      s.e.newCycle(),
 		lastSeen: time.Now(),
 	}
 	s.mu.Lock()
@@ -182,7 +182,7 @@ func (e *Engine) itemRequest(t *tag) *ua.MonitoredItemCreateRequest {
 // create creates monitored items for tags in sub, in requests of at most
 // perCall items. Items the server rejects are added to bad (by device) and
 // kept for retryLoop; a failed request (not a rejected item) is returned.
-func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag, perCall int, bad map[string][]reading.Reading) error {
+func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag, perCall int, bad cycle) error {
 	var failed []*tag
 	now := time.Now()
 	for start := 0; start < len(tags); start += perCall {
@@ -208,7 +208,7 @@ func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag,
 			t := chunk[i]
 			if quality(r.StatusCode) == reading.Bad {
 				failed = append(failed, t)
-				bad[t.device] = append(bad[t.device], reading.Reading{Tag: t.name, Unit: t.unit,
+				bad[t.dev] = append(bad[t.dev], reading.Reading{Tag: t.name, Unit: t.unit,
 					Quality: reading.Bad, Error: statusName(r.StatusCode), TS: now})
 				s.e.log.Warn("opcua monitored item rejected", "device", t.device, "tag", t.name,
 					"node_id", t.id.String(), "status", statusName(r.StatusCode))
@@ -227,7 +227,7 @@ func (s *subSession) create(ctx context.Context, sub *subscription, tags []*tag,
 // afterCreate publishes the rejected items as bad readings and sets each
 // device "ok" when at least one of its tags is collected, else
 // "error: <first tag's reason>".
-func (s *subSession) afterCreate(ctx context.Context, bad map[string][]reading.Reading) {
+func (s *subSession) afterCreate(ctx context.Context, bad cycle) {
 	s.e.flush(ctx, time.Now(), bad)
 	s.mu.Lock()
 	good := map[string]bool{}
@@ -240,12 +240,12 @@ func (s *subSession) afterCreate(ctx context.Context, bad map[string][]reading.R
 		nFailed += len(sub.failed)
 	}
 	s.mu.Unlock()
-	for _, d := range s.e.devices {
+	for i, d := range s.e.devices {
 		switch {
 		case good[d]:
 			s.e.sink.SetDeviceStatus(d, "ok")
-		case len(bad[d]) > 0:
-			s.e.sink.SetDeviceStatus(d, "error: "+bad[d][0].Error)
+		case len(bad[i]) > 0:
+			s.e.sink.SetDeviceStatus(d, "error: "+bad[i][0].Error)
 		}
 	}
 	s.e.log.Info("opcua monitored items", "subscriptions", len(s.subs), "ok", nActive, "rejected", nFailed)
@@ -273,7 +273,7 @@ func (s *subSession) retryLoop(ctx context.Context, perCall int) error {
 		if len(retry) == 0 {
 			continue
 		}
-		bad := map[string][]reading.Reading{}
+		bad := s.e.newCycle()
 		for sub, tags := range retry {
 			s.e.log.Info("opcua retrying rejected monitored items", "subscription", sub.id, "count", len(tags))
 			if err := s.create(ctx, sub, tags, perCall, bad); err != nil {
@@ -384,11 +384,11 @@ func (s *subSession) handle(ctx context.Context, res *ua.PublishResponse) error 
 				if t == nil {
 					continue
 				}
-				rs := sub.got[t.device]
+				rs := sub.got[t.dev]
 				if rs == nil {
 					rs = make([]reading.Reading, 0, len(s.e.byDev[t.device]))
 				}
-				sub.got[t.device] = append(rs, makeReading(t, it.Value, now, s.e.lim))
+				sub.got[t.dev] = append(rs, makeReading(t, it.Value, now, s.e.lim))
 			}
 		case *ua.StatusChangeNotification:
 			if quality(x.Status) == reading.Bad {
