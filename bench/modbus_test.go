@@ -160,44 +160,18 @@ func runModbus(b *testing.B, load modbusLoad) modbusResult {
 	c := testpeer.StartCollector(b, bin, "POLL_INTERVAL="+load.Interval.String(), "MQTT_BROKER="+broker,
 		"COLLECTOR_CONFIG="+cfgPath, "DATA_DIR="+dataDir, "GATEWAY_ID=bench", "COLLECTOR_NAME=modbus",
 		"LOG_LEVEL=warn")
-	pid := c.Pid()
-	started := time.Now()
-	testpeer.WaitFor(b, 2*time.Minute, "every device publishing", func() bool {
-		if c.Exited() {
-			b.Fatalf("collector exited:\n%s", c.Output())
-		}
-		return sub.devicesSeen() == load.Devices
-	})
-	b.Logf("every device published %.1f s after the start", time.Since(started).Seconds())
-	if rest := load.Warmup - time.Since(started); rest > 0 {
-		time.Sleep(rest)
-	}
-
-	rss := watchRSS(func() []int { return []int{pid} }, 100*time.Millisecond)
-	before, err := sampleProc(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	sub.start()
-	perfStat(b, pid, load.Window)
-	after, err := sampleProc(pid)
-	elapsed := time.Since(t0)
-	tr := sub.stop()
-	windowRSS := rss.Stop()
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := measureCollector(b, c, sub, load.Devices, load.Warmup, load.Window)
+	tr, elapsed := m.traffic, m.elapsed
 	r := modbusResult{
-		ReadingsPerSec: float64(tr.Readings) / elapsed.Seconds(),
-		CorePercent:    100 * (after.CPU - before.CPU).Seconds() / elapsed.Seconds(),
-		PeakRSS:        float64(after.HWM) / mib,
-		WindowRSS:      float64(windowRSS) / mib,
+		ReadingsPerSec: m.readingsPerS,
+		CorePercent:    m.corePercent,
+		PeakRSS:        m.peakRSS,
+		WindowRSS:      m.rss,
 		LatP50:         tr.P50, LatP99: tr.P99, LatMax: tr.Max,
 		Bad: tr.Bad, MinShare: 1,
 	}
 	if tr.Readings > 0 {
-		r.CPUPerMillion = (after.CPU - before.CPU).Seconds() / float64(tr.Readings) * 1e6
+		r.CPUPerMillion = m.cpu.Seconds() / float64(tr.Readings) * 1e6
 	}
 	due := elapsed.Seconds() / load.Interval.Seconds()
 	for i := range load.Devices {

@@ -55,39 +55,9 @@ func runOPCUA(b *testing.B, load opcuaLoad) opcuaResult {
 	bin := testpeer.GoBuild(b, "fieldgate/collectors/cmd/opcua-collector")
 	c := testpeer.StartCollector(b, bin, "POLL_INTERVAL=1s", "MQTT_BROKER="+broker, "COLLECTOR_CONFIG="+cfgPath,
 		"DATA_DIR="+filepath.Join(dir, "data"), "GATEWAY_ID=bench", "COLLECTOR_NAME=opcua", "LOG_LEVEL=warn")
-	pid := c.Pid()
-	started := time.Now()
-	testpeer.WaitFor(b, 3*time.Minute, "every device publishing", func() bool {
-		if c.Exited() {
-			b.Fatalf("collector exited:\n%s", c.Output())
-		}
-		return sub.devicesSeen() == devices
-	})
-	b.Logf("every device published %.1f s after the start", time.Since(started).Seconds())
-	if rest := load.Warmup - time.Since(started); rest > 0 {
-		time.Sleep(rest)
-	}
-	rss := watchRSS(func() []int { return []int{pid} }, 100*time.Millisecond)
-	before, err := sampleProc(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	sub.start()
-	perfStat(b, pid, load.Window)
-	after, err := sampleProc(pid)
-	elapsed := time.Since(t0)
-	tr := sub.stop()
-	windowRSS := rss.Stop()
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := opcuaResult{
-		ReadingsPerSec: float64(tr.Readings) / elapsed.Seconds(),
-		CorePercent:    100 * (after.CPU - before.CPU).Seconds() / elapsed.Seconds(),
-		PeakRSS:        float64(after.HWM) / mib,
-		WindowRSS:      float64(windowRSS) / mib,
-	}
+	m := measureCollector(b, c, sub, devices, load.Warmup, load.Window)
+	tr := m.traffic
+	r := opcuaResult{ReadingsPerSec: m.readingsPerS, CorePercent: m.corePercent, PeakRSS: m.peakRSS, WindowRSS: m.rss}
 	b.Logf("%d items: %.0f readings/s, %.1f %% of a core, RSS peak %.1f MiB (window %.1f MiB), latency p50 %v p99 %v, %d bad",
 		load.Items, r.ReadingsPerSec, r.CorePercent, r.PeakRSS, r.WindowRSS, tr.P50, tr.P99, tr.Bad)
 	if tr.Bad > 0 {

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
+
+	"fieldgate/internal/testpeer"
 )
 
 // procSample is what /proc tells of a process at one instant.
@@ -115,4 +118,54 @@ func dialable(addr string) bool {
 	}
 	c.Close()
 	return true
+}
+
+// window is what measureCollector saw of one collector process.
+type window struct {
+	traffic      tallyResult
+	elapsed      time.Duration
+	cpu          time.Duration // the process's CPU time in the window
+	peakRSS, rss float64       // MiB: VmHWM at the end (start-up included), the window's peak
+	readingsPerS float64
+	corePercent  float64
+}
+
+// measureCollector waits until all devices of c publish, then for the rest
+// of warmup, and measures the process over w: CPU, RSS and what sub
+// received.
+func measureCollector(b *testing.B, c *testpeer.Collector, sub *tally, devices int, warmup, w time.Duration) window {
+	b.Helper()
+	pid := c.Pid()
+	started := time.Now()
+	testpeer.WaitFor(b, 3*time.Minute, "every device publishing", func() bool {
+		if c.Exited() {
+			b.Fatalf("collector exited:\n%s", c.Output())
+		}
+		return sub.devicesSeen() == devices
+	})
+	b.Logf("every device published %.1f s after the start", time.Since(started).Seconds())
+	if rest := warmup - time.Since(started); rest > 0 {
+		time.Sleep(rest)
+	}
+	rss := watchRSS(func() []int { return []int{pid} }, 100*time.Millisecond)
+	before, err := sampleProc(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	sub.start()
+	perfStat(b, pid, w)
+	after, err := sampleProc(pid)
+	elapsed := time.Since(t0)
+	tr := sub.stop()
+	windowRSS := rss.Stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return window{
+		traffic: tr, elapsed: elapsed, cpu: after.CPU - before.CPU,
+		peakRSS: float64(after.HWM) / mib, rss: float64(windowRSS) / mib,
+		readingsPerS: float64(tr.Readings) / elapsed.Seconds(),
+		corePercent:  100 * (after.CPU - before.CPU).Seconds() / elapsed.Seconds(),
+	}
 }
