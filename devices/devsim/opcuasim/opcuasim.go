@@ -70,12 +70,24 @@ const Namespace = "urn:fieldgate:devsim"
 
 // Sim is a configured simulator.
 type Sim struct {
-	cfg   Config
-	srv   *server.Server
-	ns    *server.NodeNameSpace
-	vars  []*variable
-	start time.Time
+	cfg    Config
+	srv    *server.Server
+	notify notifier // srv, but for tests
+	ns     *server.NodeNameSpace
+	vars   []*variable
+	start  time.Time
+	// stopTimeout bounds Run's return once its context is done.
+	stopTimeout time.Duration
 }
+
+// notifier is what the value updates need of the server.
+type notifier interface {
+	ChangeNotification(n *ua.NodeID)
+}
+
+// DefaultStopTimeout bounds how long Run waits, once its context is done,
+// for the value updates to stop and the server to close.
+const DefaultStopTimeout = 5 * time.Second
 
 // variable is one served node and how its value is computed.
 type variable struct {
@@ -155,7 +167,7 @@ func New(cfg Config) (*Sim, error) {
 		server.ManufacturerName("fieldgate"),
 		server.SetLogger(quiet),
 	)...)
-	s := &Sim{cfg: cfg, srv: srv, start: time.Now()}
+	s := &Sim{cfg: cfg, srv: srv, notify: srv, start: time.Now(), stopTimeout: DefaultStopTimeout}
 	s.ns = server.NewNodeNameSpace(srv, Namespace)
 	root, _ := srv.Namespace(0)
 	objects := s.ns.Objects()
@@ -267,27 +279,64 @@ func (s *Sim) NodeIDs() []string {
 }
 
 // Run serves until ctx is cancelled, changing values every Interval and
-// notifying subscribers of the variables whose value changed.
+// notifying subscribers of the variables whose value changed. It returns at
+// most DefaultStopTimeout after ctx ends, even if gopcua's server is stuck.
 func (s *Sim) Run(ctx context.Context) error {
 	if err := s.srv.Start(ctx); err != nil {
 		return fmt.Errorf("opcuasim: start server on %s: %w", s.Endpoint(), err)
 	}
-	defer s.srv.Close()
 	s.cfg.Log.Info("opcua simulator listening", "endpoint", s.Endpoint(), "variables", len(s.vars))
+	updated := make(chan struct{})
+	go func() {
+		defer close(updated)
+		s.update(ctx)
+	}()
+	<-ctx.Done()
+	// gopcua's server can block ChangeNotification for good: it sends on a
+	// subscription's channel of 100 while holding its lock, and that
+	// subscription's goroutine may be stuck sending to a client that does
+	// not read. The stop must not wait for that (the update goroutine is then
+	// left behind), nor for a Close that hangs.
+	sctx, cancel := context.WithTimeout(context.Background(), s.stopTimeout)
+	defer cancel()
+	select {
+	case <-updated:
+	case <-sctx.Done():
+		s.cfg.Log.Warn("opcua simulator stop: value updates still blocked in the server", "waited", s.stopTimeout)
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		s.srv.Close()
+	}()
+	select {
+	case <-closed:
+	case <-sctx.Done():
+		s.cfg.Log.Warn("opcua simulator stop: server close did not finish in time", "timeout", s.stopTimeout)
+	}
+	return nil
+}
+
+// update changes the variables every Interval until ctx is done, checking
+// ctx between variables so a stop does not wait for a whole sweep.
+func (s *Sim) update(ctx context.Context) {
 	tk := time.NewTicker(s.cfg.Interval)
 	defer tk.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case now := <-tk.C:
 			for _, v := range s.vars {
+				if ctx.Err() != nil {
+					return
+				}
 				val := v.value(now)
 				if val == v.dv.Load().Value.Value() {
 					continue
 				}
 				v.dv.Store(dataValue(val, now))
-				s.srv.ChangeNotification(v.id)
+				s.notify.ChangeNotification(v.id)
 			}
 		}
 	}

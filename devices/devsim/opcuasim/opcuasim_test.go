@@ -135,3 +135,51 @@ func TestAdvertise(t *testing.T) {
 		t.Errorf("endpoints for an unadvertised name: %v, %v; want none", other, err)
 	}
 }
+
+// blockedNotifier blocks every ChangeNotification until release is closed,
+// as gopcua's server does when a subscription's channel is full and its
+// goroutine is stuck sending to a client that does not read.
+type blockedNotifier struct {
+	called  chan struct{}
+	release chan struct{}
+}
+
+func (b *blockedNotifier) ChangeNotification(*ua.NodeID) {
+	select {
+	case b.called <- struct{}{}:
+	default:
+	}
+	<-b.release
+}
+
+// TestStopWhileServerBlocks: Run returns once its context is done even when
+// a value update is stuck in the server.
+func TestStopWhileServerBlocks(t *testing.T) {
+	sim, err := New(Config{Port: freePort(t), Vars: 3, Interval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := &blockedNotifier{called: make(chan struct{}, 1), release: make(chan struct{})}
+	defer close(blocked.release)
+	sim.notify = blocked
+	sim.stopTimeout = 100 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	select {
+	case <-blocked.called:
+	case err := <-done:
+		t.Fatalf("Run ended before any update: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no value update within 30 s")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its context ended while an update was blocked in the server")
+	}
+}
