@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type fakeRuntime struct {
 	active     int               // Start/Remove calls under way
 	maxActive  int
 	startDelay time.Duration // each Start takes this long
+	lookups    int           // ImageDigest calls: the identity checks so far
 }
 
 type fakeContainer struct {
@@ -54,6 +56,7 @@ func newFakeRuntime() *fakeRuntime {
 func (f *fakeRuntime) ImageDigest(ctx context.Context, ref string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lookups++
 	d, ok := f.images[ref]
 	if !ok {
 		return "", fmt.Errorf("image %q: %w", ref, errNoImage)
@@ -255,3 +258,17 @@ func (h *fakeHandle) Wait(ctx context.Context) (Exit, error) {
 }
 
 var errNoImage = errors.New(`image "docker.io/fieldgate/collector-modbus:missing" not found`)
+
+// waitIdentityChecks waits until the supervisor has resolved image digests
+// n more times: enough identity checks for a wrong recreation to show.
+func (f *fakeRuntime) waitIdentityChecks(t *testing.T, n int) {
+	t.Helper()
+	f.mu.Lock()
+	target := f.lookups + n
+	f.mu.Unlock()
+	waitFor(t, fmt.Sprintf("%d identity checks", n), func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.lookups >= target
+	})
+}

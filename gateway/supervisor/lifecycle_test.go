@@ -368,7 +368,7 @@ func TestImageGoneIsNoChange(t *testing.T) {
 	delete(rt.images, fakeImage)
 	rt.mu.Unlock()
 	waitFor(t, "configured digest gone", func() bool { c, _ := collectorStatus(r.sup, "a"); return c.ConfiguredDigest == "" })
-	time.Sleep(50 * time.Millisecond) // several identity checks
+	rt.waitIdentityChecks(t, 3)
 	if rt.pid("a") != pid {
 		t.Errorf("collector recreated while its image was absent: %v", rt.eventList())
 	}
@@ -424,7 +424,7 @@ func TestDeviceReplug(t *testing.T) {
 	if err := os.Remove(link); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	rt.waitIdentityChecks(t, 3)
 	if rt.pid("a") != pid {
 		t.Fatalf("recreated while unplugged: %v", rt.eventList())
 	}
