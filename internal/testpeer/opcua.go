@@ -73,11 +73,7 @@ func OPCUA(t testing.TB, cfg OPCUAConfig) *OPCUAServer {
 	Require(t, "node")
 	dir := opcuaServerDir()
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "node-opcua", "package.json")); err != nil {
-		msg := fmt.Sprintf("node-opcua is not installed in %s (run scripts/setup-node.sh)", dir)
-		if os.Getenv("FIELDGATE_REQUIRE_ALL") == "1" {
-			t.Fatalf("required peer %q is not available: %s", "node-opcua", msg)
-		}
-		t.Skipf("peer %q not available: %s", "node-opcua", msg)
+		Unavailable(t, "node-opcua", fmt.Sprintf("node-opcua is not installed in %s (run scripts/setup-node.sh)", dir))
 	}
 	if cfg.Port == 0 {
 		cfg.Port = FreePort(t)

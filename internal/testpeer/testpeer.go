@@ -47,12 +47,19 @@ func Require(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {
 		if problem := missing(name); problem != "" {
-			if os.Getenv("FIELDGATE_REQUIRE_ALL") == "1" {
-				t.Fatalf("required peer %q is not available: %s (FIELDGATE_REQUIRE_ALL=1; run scripts/setup-host.sh)", name, problem)
-			}
-			t.Skipf("peer %q not available: %s (set FIELDGATE_REQUIRE_ALL=1 to make this a failure)", name, problem)
+			Unavailable(t, name, problem)
 		}
 	}
+}
+
+// Unavailable skips the test because peer is missing (problem says how),
+// or fails it when FIELDGATE_REQUIRE_ALL=1, as CI sets it.
+func Unavailable(t testing.TB, peer, problem string) {
+	t.Helper()
+	if os.Getenv("FIELDGATE_REQUIRE_ALL") == "1" {
+		t.Fatalf("required peer %q is not available: %s (FIELDGATE_REQUIRE_ALL=1; run scripts/setup-host.sh and scripts/setup-node.sh)", peer, problem)
+	}
+	t.Skipf("peer %q not available: %s (set FIELDGATE_REQUIRE_ALL=1 to make this a failure)", peer, problem)
 }
 
 func missing(name string) string {
