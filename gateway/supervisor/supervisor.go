@@ -281,8 +281,9 @@ type worker struct {
 	col    config.Collector
 	cancel context.CancelFunc
 	done   chan struct{}
-	// attempted is closed once the worker has tried its first start (or at
-	// once, when it leaves the collector stopped).
+	// attempted is closed once the worker's first start attempt shows in its
+	// status (running, or error with a back-off), or at once when it leaves
+	// the collector stopped.
 	attempted chan struct{}
 	st        CollectorStatus // guarded by Supervisor.mu
 	warned    string          // configured digest a mismatch was last logged for
@@ -884,13 +885,14 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker, plan startPlan) {
 	}
 	for {
 		task, err := s.start(ctx, w)
-		attempted()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			log.Error("collector start failed", "err", err)
-			if !s.pause(ctx, w, 0, false, err) {
+			delay := s.backoff(w, 0, false, err)
+			attempted()
+			if !sleep(ctx, delay) {
 				return
 			}
 			continue
@@ -915,6 +917,8 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker, plan startPlan) {
 		} else {
 			log.Info("collector started", "pid", info.Pid, "image_digest", info.ImageDigest)
 		}
+		// Only now: whoever waits on attempted reads the state this start left.
+		attempted()
 
 		exit, err := task.Wait(ctx)
 		if ctx.Err() != nil {
@@ -992,10 +996,16 @@ func (s *Supervisor) start(ctx context.Context, w *worker) (Task, error) {
 	return task, err
 }
 
-// pause waits out the back-off before the next start and updates the state;
-// ran is how long the last task ran (exited says there was one). It returns
-// false when ctx is done.
+// pause records the back-off before the next start and waits it out; ran is
+// how long the last task ran (exited says there was one). It returns false
+// when ctx is done.
 func (s *Supervisor) pause(ctx context.Context, w *worker, ran time.Duration, exited bool, cause error) bool {
+	return sleep(ctx, s.backoff(w, ran, exited, cause))
+}
+
+// backoff updates w's state and counters for a failed start (cause) or an
+// exit after ran, and returns the delay before the next start.
+func (s *Supervisor) backoff(w *worker, ran time.Duration, exited bool, cause error) time.Duration {
 	s.mu.Lock()
 	st := &w.st
 	if exited && ran >= s.opts.healthyAfter {
@@ -1028,7 +1038,7 @@ func (s *Supervisor) pause(ctx context.Context, w *worker, ran time.Duration, ex
 	if state == StateCrashLoop {
 		s.log.Warn("collector crash-looping", "collector", w.base.Name, "restart_in", delay)
 	}
-	return sleep(ctx, delay)
+	return delay
 }
 
 // sleep waits d, or until ctx is done (false).
