@@ -369,3 +369,60 @@ func holdPtys(t *testing.T, want ...int) {
 		}
 	}
 }
+
+// TestContainerdRestart: containerd alone dies and comes back while
+// fieldgate runs (a containerd crash or upgrade; shims and tasks run on).
+// While it is down, one collector's task is SIGKILLed. Afterwards the
+// untouched collector is still the same task, adopted rather than
+// restarted; the killed one runs again by its policy, its exit (137, kept
+// by its shim) recorded and the restart counted; neither loses a seq.
+func TestContainerdRestart(t *testing.T) {
+	t.Parallel()
+	testpeer.Require(t, "pymodbus")
+	g := fieldgatetest.NewGateway(t)
+	g.DrainNotify()
+	g.AddImage(modbus, "real", fieldgatetest.Collector(t, "modbus-collector", ""))
+	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{1: {Holding: map[uint16]uint16{0: holding}}}})
+	img := modbus + ":real"
+	g.WriteRaw(g.Header("") + tcpCollector("kept", img, "unless-stopped", slave.Addr) + tcpCollector("killed", img, "always", slave.Addr))
+	rec := fieldgatetest.NewRecorder(t, g.Broker, "", "")
+	g.Start()
+	names := []string{"kept", "killed"}
+	from := map[string]uint64{}
+	rec.WaitRecovered(t, names, from, time.Now(), 90*time.Second)
+	before := map[string]supervisor.CollectorStatus{}
+	for _, n := range names {
+		before[n] = g.Collector(n)
+	}
+
+	g.Ctrd.KillDaemon(t)
+	t0 := time.Now()
+	if err := syscall.Kill(int(before["killed"].Pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testpeer.WaitFor(t, 10*time.Second, "the killed task gone", func() bool { return !fieldgatetest.TaskRunning(before["killed"].Pid) })
+	if !fieldgatetest.TaskRunning(before["kept"].Pid) {
+		t.Fatal("the kept task died with containerd")
+	}
+	g.Ctrd.Restart(t, t)
+
+	c := g.WaitCollector("killed", "the killed collector running again", backIn, func(c supervisor.CollectorStatus) bool {
+		return c.State == supervisor.StateRunning && c.Pid != before["killed"].Pid
+	})
+	took := time.Since(t0)
+	if c.Restarts != before["killed"].Restarts+1 || c.LastExit == nil || c.LastExit.Code != 137 {
+		t.Errorf("killed collector: restarts %d -> %d, last_exit %+v; want a counted restart after exit 137", before["killed"].Restarts, c.Restarts, c.LastExit)
+	}
+	k := g.WaitCollector("kept", "the kept collector running", backIn, func(c supervisor.CollectorStatus) bool { return c.State == supervisor.StateRunning })
+	if k.Pid != before["kept"].Pid || k.Restarts != before["kept"].Restarts {
+		t.Errorf("kept collector touched: pid %d -> %d, restarts %d -> %d", before["kept"].Pid, k.Pid, before["kept"].Restarts, k.Restarts)
+	}
+	rec.WaitRecovered(t, names, from, time.Now(), backIn)
+	for _, n := range names {
+		if miss := rec.Missing(n, 0); len(miss) > 0 {
+			t.Errorf("%s: seqs %s missing across the containerd restart", n, fieldgatetest.Ranges(miss))
+		}
+	}
+	t.Logf("FIGURE containerd restart: killed collector running again %v after containerd died (restarts %d -> %d, last_exit %+v); kept collector adopted, pid %d unchanged",
+		took.Round(10*time.Millisecond), before["killed"].Restarts, c.Restarts, c.LastExit, k.Pid)
+}

@@ -27,7 +27,12 @@ type fakeRuntime struct {
 	maxActive  int
 	startDelay time.Duration // each Start takes this long
 	lookups    int           // ImageDigest calls: the identity checks so far
+	// outage is closed while the daemon is down (crashDaemon): every call
+	// fails and every Wait returns an error, while tasks run on.
+	outage chan struct{}
 }
+
+var errDaemonDown = errors.New("connection error: dial unix containerd.sock: connect: connection refused")
 
 type fakeContainer struct {
 	spec   Spec
@@ -50,13 +55,16 @@ const (
 
 func newFakeRuntime() *fakeRuntime {
 	return &fakeRuntime{containers: map[string]*fakeContainer{}, nextPid: 100, startErr: map[string]error{},
-		images: map[string]string{fakeImage: fakeDigest1}}
+		images: map[string]string{fakeImage: fakeDigest1}, outage: make(chan struct{})}
 }
 
 func (f *fakeRuntime) ImageDigest(ctx context.Context, ref string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lookups++
+	if f.downLocked() {
+		return "", errDaemonDown
+	}
 	d, ok := f.images[ref]
 	if !ok {
 		return "", fmt.Errorf("image %q: %w", ref, errNoImage)
@@ -85,9 +93,52 @@ func (f *fakeRuntime) reboot() {
 	f.events = append(f.events, "reboot")
 }
 
+// crashDaemon takes the daemon down as a containerd crash does: tasks run
+// on (kill and loseTask still act on them), the runtime answers nothing.
+func (f *fakeRuntime) crashDaemon() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	close(f.outage)
+	f.events = append(f.events, "daemon down")
+}
+
+// restoreDaemon brings the daemon back after crashDaemon.
+func (f *fakeRuntime) restoreDaemon() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.outage = make(chan struct{})
+	f.events = append(f.events, "daemon up")
+}
+
+func (f *fakeRuntime) downLocked() bool {
+	select {
+	case <-f.outage:
+		return true
+	default:
+		return false
+	}
+}
+
+// loseTask leaves the collector's container without a task and without an
+// exit status, as a daemon that lost its state does.
+func (f *fakeRuntime) loseTask(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.containers[name]
+	if c == nil || c.task == nil {
+		return fmt.Errorf("no task %q", name)
+	}
+	c.task.kill(-1)
+	c.task = nil
+	return nil
+}
+
 func (f *fakeRuntime) Containers(ctx context.Context) ([]Container, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.downLocked() {
+		return nil, errDaemonDown
+	}
 	var out []Container
 	for name, c := range f.containers {
 		ct := Container{Name: name, Labels: c.spec.Labels}
@@ -123,6 +174,9 @@ func (f *fakeRuntime) Start(ctx context.Context, spec Spec) (Task, error) {
 	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.downLocked() {
+		return nil, errDaemonDown
+	}
 	if err := f.startErr[spec.Name]; err != nil {
 		return nil, err
 	}
@@ -150,7 +204,7 @@ func (f *fakeRuntime) Start(ctx context.Context, spec Spec) (Task, error) {
 	if c.task != nil && !c.task.exited() {
 		f.events = append(f.events, "adopt "+spec.Name)
 		t := c.task
-		return &fakeHandle{t: t, info: TaskInfo{Pid: t.pid, StartedAt: t.started, Adopted: true, ImageDigest: c.digest}}, nil
+		return &fakeHandle{f: f, t: t, info: TaskInfo{Pid: t.pid, StartedAt: t.started, Adopted: true, ImageDigest: c.digest}}, nil
 	}
 	// Two running tasks must never hold one device node.
 	for name, o := range f.containers {
@@ -168,7 +222,7 @@ func (f *fakeRuntime) Start(ctx context.Context, spec Spec) (Task, error) {
 	f.nextPid++
 	c.task = &fakeTask{pid: f.nextPid, started: time.Now(), done: make(chan struct{})}
 	f.events = append(f.events, "start "+spec.Name)
-	return &fakeHandle{t: c.task, info: TaskInfo{Pid: c.task.pid, StartedAt: c.task.started, ImageDigest: c.digest}}, nil
+	return &fakeHandle{f: f, t: c.task, info: TaskInfo{Pid: c.task.pid, StartedAt: c.task.started, ImageDigest: c.digest}}, nil
 }
 
 func (f *fakeRuntime) Remove(ctx context.Context, name string) error {
@@ -176,6 +230,9 @@ func (f *fakeRuntime) Remove(ctx context.Context, name string) error {
 	defer f.leave()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.downLocked() {
+		return errDaemonDown
+	}
 	c := f.containers[name]
 	if c == nil {
 		return nil
@@ -242,6 +299,7 @@ func (t *fakeTask) kill(code int) {
 }
 
 type fakeHandle struct {
+	f    *fakeRuntime
 	t    *fakeTask
 	info TaskInfo
 }
@@ -249,7 +307,12 @@ type fakeHandle struct {
 func (h *fakeHandle) Info() TaskInfo { return h.info }
 
 func (h *fakeHandle) Wait(ctx context.Context) (Exit, error) {
+	h.f.mu.Lock()
+	outage := h.f.outage
+	h.f.mu.Unlock()
 	select {
+	case <-outage:
+		return Exit{}, fmt.Errorf("wait: %w", errDaemonDown)
 	case <-h.t.done:
 		return h.t.exit, nil
 	case <-ctx.Done():

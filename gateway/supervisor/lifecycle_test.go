@@ -544,3 +544,70 @@ func TestResolveIdentity(t *testing.T) {
 		t.Errorf("merged = %+v", merged)
 	}
 }
+
+// TestRuntimeOutage: the runtime's daemon dies and comes back while the
+// supervisor runs (a containerd crash or upgrade). What became of the task
+// meanwhile decides, as if the supervisor had watched it: a task that runs
+// on is adopted, not restarted; an exit goes by the restart policy and is
+// counted; a task the daemon lost comes back unless the policy is never.
+func TestRuntimeOutage(t *testing.T) {
+	code := func(c int) *int { return &c }
+	for _, tc := range []struct {
+		name         string
+		restart      string
+		during       func(rt *fakeRuntime) error // what happens to the task while the daemon is down
+		wantState    string
+		wantRestarts int
+		wantExit     *int // nil: no exit recorded
+		wantSamePid  bool
+	}{
+		{"task runs on", "on-failure", nil, StateRunning, 0, nil, true},
+		{"exit 3, on-failure", "on-failure", func(rt *fakeRuntime) error { return rt.kill("a", 3) }, StateRunning, 1, code(3), false},
+		{"exit 0, on-failure", "on-failure", func(rt *fakeRuntime) error { return rt.kill("a", 0) }, StateExited, 0, code(0), false},
+		{"exit 0, always", "always", func(rt *fakeRuntime) error { return rt.kill("a", 0) }, StateRunning, 1, code(0), false},
+		{"exit 137, never", "never", func(rt *fakeRuntime) error { return rt.kill("a", 137) }, StateExited, 0, code(137), false},
+		{"task lost, unless-stopped", "unless-stopped", func(rt *fakeRuntime) error { return rt.loseTask("a") }, StateRunning, 1, nil, false},
+		{"task lost, never", "never", func(rt *fakeRuntime) error { return rt.loseTask("a") }, StateExited, 0, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			rt := newFakeRuntime()
+			r := start(t, load(t, writeConfig(t, dir, col{"a", "1s", tc.restart, ""})), rt)
+			waitFor(t, "running", stateIs(r.sup, "a", StateRunning))
+			pid := rt.pid("a")
+
+			rt.crashDaemon()
+			waitFor(t, "the lost watch shown", func() bool {
+				c, _ := collectorStatus(r.sup, "a")
+				return c.State == StateError && strings.Contains(c.LastError, "connection refused")
+			})
+			if tc.during != nil {
+				if err := tc.during(rt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rt.restoreDaemon()
+
+			var c CollectorStatus
+			waitFor(t, tc.wantState, func() bool {
+				c, _ = collectorStatus(r.sup, "a")
+				return c.State == tc.wantState && (tc.wantState != StateRunning || tc.wantSamePid == (rt.pid("a") == pid))
+			})
+			if c.Restarts != tc.wantRestarts {
+				t.Errorf("restarts = %d, want %d", c.Restarts, tc.wantRestarts)
+			}
+			switch {
+			case tc.wantExit == nil && c.LastExit != nil:
+				t.Errorf("last_exit = %+v, want none", c.LastExit)
+			case tc.wantExit != nil && (c.LastExit == nil || c.LastExit.Code != *tc.wantExit):
+				t.Errorf("last_exit = %+v, want code %d", c.LastExit, *tc.wantExit)
+			}
+			if tc.wantSamePid && (!c.Adopted || rt.count("start a") != 1) {
+				t.Errorf("adopted %v, events %v; want the running task adopted", c.Adopted, rt.eventList())
+			}
+			if tc.wantState == StateExited && rt.count("start a") != 1 {
+				t.Errorf("restarted against its policy: %v", rt.eventList())
+			}
+		})
+	}
+}

@@ -924,14 +924,26 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker, plan startPlan) {
 		if ctx.Err() != nil {
 			return
 		}
+		// lost: the runtime kept no task and no exit status for it.
+		lost := false
 		if err != nil {
-			// The task could not be watched (e.g. containerd restarted): look
-			// again after a pause rather than spinning.
+			// The task could not be watched (containerd restarted or went
+			// away). Once the runtime answers again, what became of the task
+			// meanwhile decides, as if the supervisor had watched it: a task
+			// that still runs is adopted again, an exit goes by the policy.
 			log.Error("collector wait failed", "err", err)
-			if !s.pause(ctx, w, 0, false, fmt.Errorf("wait: %w", err)) {
+			c, ok := s.reconnect(ctx, w, err)
+			if !ok {
 				return
 			}
-			continue
+			switch {
+			case c != nil && c.Running:
+				continue // start adopts it
+			case c != nil && c.Exited:
+				exit = Exit{Code: c.ExitCode, At: c.ExitedAt}
+			default:
+				lost = true
+			}
 		}
 		if exit.At.IsZero() {
 			exit.At = time.Now()
@@ -940,22 +952,61 @@ func (s *Supervisor) supervise(ctx context.Context, w *worker, plan startPlan) {
 		s.mu.Lock()
 		policy := w.st.Restart
 		s.mu.Unlock()
-		log.Warn("collector exited", "code", exit.Code, "ran", ran.Round(time.Millisecond), "restart", policy)
-		if !ShouldRestart(policy, exit.Code) {
+		restart := ShouldRestart(policy, exit.Code)
+		if lost {
+			// As after a reboot (planAtStart): no exit to judge by.
+			restart = policy != config.RestartNever
+			log.Warn("collector task lost by the runtime", "restart", policy)
+		} else {
+			log.Warn("collector exited", "code", exit.Code, "ran", ran.Round(time.Millisecond), "restart", policy)
+		}
+		if !restart {
 			s.update(w, func(st *CollectorStatus) {
 				st.State = StateExited
 				st.Pid = 0
 				st.DigestMatches = false
-				st.LastExit = &exit
+				if !lost {
+					st.LastExit = &exit
+				}
 			})
 			<-ctx.Done()
 			return
 		}
-		s.update(w, func(st *CollectorStatus) { st.LastExit = &exit })
+		if !lost {
+			s.update(w, func(st *CollectorStatus) { st.LastExit = &exit })
+		}
 		if !s.pause(ctx, w, ran, true, nil) {
 			return
 		}
 		s.update(w, func(st *CollectorStatus) { st.Restarts++ })
+	}
+}
+
+// reconnect follows a Wait that failed with cause: with back-off (the
+// collector in StateError meanwhile) until the runtime lists its containers
+// again, then it returns the collector's container, nil if it has none. It
+// returns false when ctx is done.
+func (s *Supervisor) reconnect(ctx context.Context, w *worker, cause error) (*Container, bool) {
+	for {
+		if !s.pause(ctx, w, 0, false, fmt.Errorf("wait: %w", cause)) {
+			return nil, false
+		}
+		lctx, cancel := context.WithTimeout(ctx, s.opts.startTimeout)
+		cs, err := s.rt.Containers(lctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, false
+			}
+			cause = err
+			continue
+		}
+		for i := range cs {
+			if cs[i].Name == w.base.Name {
+				return &cs[i], true
+			}
+		}
+		return nil, true
 	}
 }
 

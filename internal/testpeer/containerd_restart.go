@@ -220,12 +220,7 @@ func (p *ContainerdPeer) TaskPids(t testing.TB) map[string]uint32 {
 // task must have exited.
 func (p *ContainerdPeer) ForgetTask(t, owner testing.TB, id string) {
 	t.Helper()
-	daemon, _ := p.pids()
-	if daemon == 0 {
-		t.Fatalf("containerd peer: no daemon running")
-	}
-	_ = syscall.Kill(daemon, syscall.SIGKILL)
-	WaitFor(t, 10*time.Second, "containerd to die", func() bool { return !processAlive(daemon) })
+	p.KillDaemon(t)
 	// The shim's socket is named as containerd's runtime v2 names it.
 	sum := sha256.Sum256([]byte(filepath.Join(p.Address, p.Namespace, id)))
 	conn, err := net.DialTimeout("unix", filepath.Join("/run/containerd/s", hex.EncodeToString(sum[:])), time.Second)
@@ -246,6 +241,19 @@ func (p *ContainerdPeer) ForgetTask(t, owner testing.TB, id string) {
 		t.Fatalf("containerd peer: remove bundle of %q: %v", id, err)
 	}
 	p.Restart(t, owner)
+}
+
+// KillDaemon SIGKILLs the peer's containerd alone, as a crash or a
+// `systemctl restart containerd` with KillMode=process leaves it: shims and
+// tasks run on. Restart brings the daemon back.
+func (p *ContainerdPeer) KillDaemon(t testing.TB) {
+	t.Helper()
+	daemon, _ := p.pids()
+	if daemon == 0 {
+		t.Fatalf("containerd peer: no daemon running with %s", p.configPath())
+	}
+	_ = syscall.Kill(daemon, syscall.SIGKILL)
+	WaitFor(t, 10*time.Second, "containerd to die", func() bool { return !processAlive(daemon) })
 }
 
 // Shims returns the pid of every shim serving this peer, by container id.
