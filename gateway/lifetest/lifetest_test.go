@@ -54,6 +54,26 @@ func tcpCollector(name, image, restart, addr string) string {
 `, name, image, poll, restart, addr)
 }
 
+// startTCPGateway starts a gateway whose collectors (name and restart
+// policy each) run the real Modbus collector image against one pymodbus TCP
+// slave, and a recorder of its broker.
+func startTCPGateway(t *testing.T, collectors ...[2]string) (*fieldgatetest.Gateway, *fieldgatetest.Recorder) {
+	t.Helper()
+	testpeer.Require(t, "pymodbus")
+	g := fieldgatetest.NewGateway(t)
+	g.DrainNotify()
+	g.AddImage(modbus, "real", fieldgatetest.Collector(t, "modbus-collector", ""))
+	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{1: {Holding: map[uint16]uint16{0: holding}}}})
+	cfg := g.Header("")
+	for _, c := range collectors {
+		cfg += tcpCollector(c[0], modbus+":real", c[1], slave.Addr)
+	}
+	g.WriteRaw(cfg)
+	rec := fieldgatetest.NewRecorder(t, g.Broker, "", "")
+	g.Start()
+	return g, rec
+}
+
 // runOK runs a fieldgate command and fails t unless it succeeds.
 func runOK(t *testing.T, g *fieldgatetest.Gateway, args ...string) string {
 	t.Helper()
@@ -73,16 +93,7 @@ func runOK(t *testing.T, g *fieldgatetest.Gateway, args ...string) string {
 // stays stopped until `fieldgate start`, and then continues its seq too.
 func TestReboot(t *testing.T) {
 	t.Parallel()
-	testpeer.Require(t, "pymodbus")
-	g := fieldgatetest.NewGateway(t)
-	g.DrainNotify()
-	g.AddImage(modbus, "real", fieldgatetest.Collector(t, "modbus-collector", ""))
-	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{1: {Holding: map[uint16]uint16{0: holding}}}})
-	img := modbus + ":real"
-	g.WriteRaw(g.Header("") + tcpCollector("always", img, "always", slave.Addr) +
-		tcpCollector("unless", img, "unless-stopped", slave.Addr) + tcpCollector("stopped", img, "unless-stopped", slave.Addr))
-	rec := fieldgatetest.NewRecorder(t, g.Broker, "", "")
-	g.Start()
+	g, rec := startTCPGateway(t, [2]string{"always", "always"}, [2]string{"unless", "unless-stopped"}, [2]string{"stopped", "unless-stopped"})
 	t0 := time.Now()
 	all := []string{"always", "unless", "stopped"}
 	back := []string{"always", "unless"}
@@ -378,15 +389,7 @@ func holdPtys(t *testing.T, want ...int) {
 // by its shim) recorded and the restart counted; neither loses a seq.
 func TestContainerdRestart(t *testing.T) {
 	t.Parallel()
-	testpeer.Require(t, "pymodbus")
-	g := fieldgatetest.NewGateway(t)
-	g.DrainNotify()
-	g.AddImage(modbus, "real", fieldgatetest.Collector(t, "modbus-collector", ""))
-	slave := testpeer.PyModbus(t, testpeer.PyModbusConfig{Mode: "tcp", Units: map[int]testpeer.PyModbusUnit{1: {Holding: map[uint16]uint16{0: holding}}}})
-	img := modbus + ":real"
-	g.WriteRaw(g.Header("") + tcpCollector("kept", img, "unless-stopped", slave.Addr) + tcpCollector("killed", img, "always", slave.Addr))
-	rec := fieldgatetest.NewRecorder(t, g.Broker, "", "")
-	g.Start()
+	g, rec := startTCPGateway(t, [2]string{"kept", "unless-stopped"}, [2]string{"killed", "always"})
 	names := []string{"kept", "killed"}
 	from := map[string]uint64{}
 	rec.WaitRecovered(t, names, from, time.Now(), 90*time.Second)
