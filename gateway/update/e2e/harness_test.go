@@ -309,30 +309,32 @@ func (g *gateway) waitVersion(version, digest, state string, timeout time.Durati
 	g.t.Helper()
 	var st supervisor.Status
 	var last string
-	deadline := time.Now().Add(timeout)
-	for {
+	reached := false
+	defer func() {
+		if !reached { // WaitFor timed out: say what the supervisor showed
+			g.t.Logf("last /status: %s\nunit log:\n%s", last, g.unit.logTail())
+		}
+	}()
+	testpeer.WaitFor(g.t, timeout, fmt.Sprintf("version %s %s on digest %s", version, state, digest), func() bool {
 		var err error
 		st, err = g.status()
-		ok := err == nil && st.Version == version && st.Update != nil && st.Update.State == state &&
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		ok := st.Version == version && st.Update != nil && st.Update.State == state &&
 			st.Update.Current != nil && st.Update.Current.Version == version && len(st.Collectors) == len(collectors)
 		for _, c := range st.Collectors {
 			ok = ok && c.State == supervisor.StateRunning && c.ImageDigest == digest
 		}
-		if ok {
-			return st
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
+		if !ok {
 			b, _ := json.Marshal(st)
 			last = string(b)
 		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("timed out after %v waiting for version %s %s on digest %s; last /status: %s\nunit log:\n%s",
-				timeout, version, state, digest, last, g.unit.logTail())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return ok
+	})
+	reached = true
+	return st
 }
 
 // pids is the supervisor's and the collectors' pids.
