@@ -42,6 +42,9 @@ type Item struct {
 // every other line keeps its number — and the list's items. ok is false
 // when the file is not written in the plain block shape SplitList can cut.
 func SplitList(data []byte, key, unwrap string) (rest []byte, items []Item, ok bool) {
+	if hasOtherBreaks(data) || hasTabIndent(data) {
+		return nil, nil, false
+	}
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	// The top-level mapping starts where the first line does: column 0
 	// in a file, further right in a section cut out of a larger file
@@ -85,6 +88,12 @@ func SplitList(data []byte, key, unwrap string) (rest []byte, items []Item, ok b
 			return nil, nil, false // items at two indentations: not a plain list
 		}
 		if ind < seq || ind == seq && !isItem(l) {
+			if ind > level {
+				// Neither the list's nor a sibling key's: the whole
+				// parse refuses it, while in the rest it would be
+				// taken for the key's own value (an anchor, say).
+				return nil, nil, false
+			}
 			break
 		}
 		if ind == seq {
@@ -145,6 +154,29 @@ func findKey(lines [][]byte, from, ind int, key string) (int, int) {
 		found = i
 	}
 	return found, ind
+}
+
+// hasOtherBreaks reports whether data breaks a line other than with "\n" or
+// "\r\n": YAML also breaks lines at a lone "\r", NEL (U+0085), LS (U+2028)
+// and PS (U+2029), and a cut made at "\n" alone would then disagree with
+// the parser about where lines and items start.
+func hasOtherBreaks(data []byte) bool {
+	if bytes.Count(data, []byte("\r")) != bytes.Count(data, []byte("\r\n")) {
+		return true
+	}
+	return bytes.Contains(data, []byte("\u0085")) || bytes.Contains(data, []byte("\u2028")) || bytes.Contains(data, []byte("\u2029"))
+}
+
+// hasTabIndent reports whether a line starts with a tab after its spaces.
+// The cut takes such a line for blank, a comment or content by its text,
+// while YAML refuses a tab in indentation in some places and not others.
+func hasTabIndent(data []byte) bool {
+	for l := range bytes.Lines(data) {
+		if t := bytes.TrimLeft(l, " "); len(t) > 0 && t[0] == '\t' {
+			return true
+		}
+	}
+	return false
 }
 
 func nextContent(lines [][]byte, from int) int {

@@ -28,6 +28,22 @@ func TestSplitList(t *testing.T) {
 		{"no list", "devices:\n  name: a\n", "", nil},
 		{"missing", "transport: tcp\n", "", nil},
 		{"nested only", "tcp:\n  devices:\n    - name: a\n", "", nil},
+		// YAML breaks lines where a cut at "\n" would not: the parser
+		// and the cut would disagree about lines and items (found by
+		// FuzzParseConfig).
+		{"lone cr", "devices:\n- name: a\r  profile: p\ntcp: {}\n", "", nil},
+		{"nel", "devices:\n- name: a\u0085  profile: p\n", "", nil},
+		{"line separator", "devices:\n- name: a\u2028  profile: p\n", "", nil},
+		{"paragraph separator", "devices:\n- name: a\u2029  profile: p\n", "", nil},
+		// A tab where indentation goes is refused by the whole parse in
+		// places where the cut would see a comment in the rest.
+		{"tab before comment", "devices:\n- name: a\n\t# c\n", "", nil},
+		{"tab after spaces", "devices:\n  - name: a\n  \t# c\n", "", nil},
+		// A line after the list, more indented than the key and not an
+		// item: the whole parse refuses it; in the rest it would be the
+		// key's own (anchored, empty) value.
+		{"anchor after list", "devices:\n  - name: a\n  &a\n", "", nil},
+		{"tag after list", "devices:\n  - name: a\n # c\n !!null\n", "", nil},
 		{"wrapped but not asked", "modbus:\n  devices:\n    - name: a\n", "", nil},
 	}
 	for _, tt := range tests {
