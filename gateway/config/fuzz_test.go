@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -30,12 +31,15 @@ func FuzzParse(f *testing.F) {
 		if !errors.As(err, &ce) {
 			t.Fatalf("error is %T: %v", err, err)
 		}
-		// YAML breaks lines at \n, \r\n and a lone \r.
+		// YAML breaks lines at \n, \r\n, a lone \r, NEL, LS and PS.
 		lines := 1
 		for i, b := range data {
 			if b == '\n' || b == '\r' && (i+1 == len(data) || data[i+1] != '\n') {
 				lines++
 			}
+		}
+		for _, br := range []string{"\u0085", "\u2028", "\u2029"} {
+			lines += bytes.Count(data, []byte(br))
 		}
 		for _, e := range ce.List {
 			if e.Line < 0 || e.Line > lines+1 {
