@@ -21,7 +21,9 @@ import (
 // The cut only relies on indentation: an item is a line at the list's
 // indentation starting with "- ", up to the next one. Where the text does
 // not have that plain shape (a flow list, the key written twice, an inline
-// value) SplitList declines, and the callers parse the whole file as before.
+// value, a line after the list indented between key and items, line breaks
+// other than "\n" and "\r\n", a tab in indentation) SplitList declines, and
+// the callers parse the whole file as before.
 // Anything the cut could get wrong — a quoted string or a flow collection
 // spanning items, an alias to an anchor in another item — leaves a piece
 // that does not parse on its own: callers take any error as a reason to
